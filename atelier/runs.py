@@ -1,0 +1,110 @@
+"""The run store: one folder per run id, atomic writes, and the run's status file.
+
+Every output of a node is written under a name derived from (round, node, item), first to a
+temporary sibling and then renamed, so a file that exists is complete and a killed process
+leaves at most a stray temporary behind. Nodes skip work whose output already exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+CHECKPOINT_DB = "checkpoints.sqlite"
+
+
+class RunError(RuntimeError):
+    """A run that cannot be started or resumed as asked."""
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary folder that becomes `path` only if the block finishes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():  # another attempt finished first; its result is the same
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, path)
+
+
+def round_dir(run_dir: Path, round_no: int) -> Path:
+    return run_dir / f"round_{round_no:03d}"
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def set_status(run_dir: Path, **fields) -> None:
+    path = run_dir / "status.json"
+    status = read_json(path) if path.exists() else {}
+    status.update(fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_json_atomic(path, status)
+
+
+def get_status(run_dir: Path) -> dict:
+    """The status file, with a 'running' run whose process is gone reported as failed."""
+    path = run_dir / "status.json"
+    if not path.exists():
+        return {"state": "unknown"}
+    status = read_json(path)
+    if status.get("state") == "running" and not _alive(int(status.get("pid", -1))):
+        status["state"] = "failed"
+        status["error"] = status.get("error") or "the process stopped without finishing; `atelier resume` continues it"
+    return status
+
+
+def list_runs(root: Path) -> list[Path]:
+    if not root.exists():
+        return []
+    return sorted((p for p in root.iterdir() if (p / "status.json").exists()), key=lambda p: p.name)

@@ -1,0 +1,184 @@
+"""The shapes world's text-to-image model: a pixel-space diffusers UNet and a small CLIP text
+encoder with a word-level tokenizer, wrapped as a DiffusionPipeline so that a folder holds it all
+(`save_pretrained` / `from_pretrained`).
+
+Design choices (see the model card written by train-base for the measured effect):
+- text reaches every resolution: an attention-pooled text embedding is added to the time
+  embedding (`addition_embed_type="text"`), so every ResNet block, 32x32 included, is steered by
+  it (colour and shape are global facts); cross-attention at 16x16, 8x8 and the middle block
+  places objects (relations are local facts). Self-attention at 32x32 would triple the step time
+  on a CPU for little gain at this size, so the 32x32 blocks are convolutional;
+- v-prediction on a cosine schedule, sampled by DDIM with trailing timesteps and x0 clipping:
+  in pixel space the cosine schedule's last steps are almost pure noise, where epsilon
+  prediction is ill-posed, and "trailing" makes the first sampling step start from it;
+- classifier-free guidance, trained by dropping the caption for 10% of samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
+from PIL import Image
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+
+from atelier.shapes.scene import VOCABULARY
+
+MAX_TOKENS = 16  # the longest caption is 12 words plus begin/end markers
+SHIPPED_MODEL_DIR = Path(__file__).parent / "weights"
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over the world's vocabulary; special tokens last, as in real CLIP."""
+    words = sorted(VOCABULARY | {","})
+    specials = ["<|unk|>", "<|pad|>", "<|startoftext|>", "<|endoftext|>"]
+    vocab = {w: i for i, w in enumerate(words + specials)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|unk|>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    bos, eos = "<|startoftext|>", "<|endoftext|>"
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", special_tokens=[(bos, vocab[bos]), (eos, vocab[eos])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token="<|pad|>",
+        unk_token="<|unk|>",
+        model_max_length=MAX_TOKENS,
+    )
+
+
+def build_text_encoder(tokenizer: PreTrainedTokenizerFast, hidden: int = 64) -> CLIPTextModel:
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 4,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_TOKENS,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def build_unet(size: int = 32, text_dim: int = 64) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64, 96),
+        layers_per_block=1,
+        # 32x32: convolutions only (text arrives through the time embedding); 16x16: cross-attention
+        # only (self-attention there doubles the step time); 8x8 and middle: self- and cross-attention.
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        only_cross_attention=(False, True, False),
+        cross_attention_dim=text_dim,
+        attention_head_dim=8,
+        norm_num_groups=8,
+        addition_embed_type="text",
+        addition_embed_type_num_heads=4,
+    )
+
+
+def training_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction"
+    )
+
+
+def sampling_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+        clip_sample=True,
+        set_alpha_to_one=True,
+    )
+
+
+class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+    """Text -> 32x32 RGB in pixel space, with classifier-free guidance and one seed per image.
+
+    LoRA adapters in the diffusers format load as on Stable Diffusion: `load_lora_weights`,
+    `set_adapters`, `disable_lora`, `unload_lora_weights` (the mixin needs `unet` and `text_encoder`).
+    """
+
+    def __init__(self, unet, text_encoder, tokenizer, scheduler):
+        super().__init__()
+        self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(
+            prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.text_encoder.device)
+        return self.text_encoder(ids).last_hidden_state
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        seeds: list[int] | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        output_type: str = "pil",
+    ):
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        seeds = list(range(len(prompts))) if seeds is None else list(seeds)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        device, dtype = self.unet.device, self.unet.dtype
+        size = self.unet.config.sample_size
+        # Noise from one generator per image, so an image depends on its seed alone.
+        noise = [torch.randn((3, size, size), generator=torch.Generator().manual_seed(s)) for s in seeds]
+        x = torch.stack(noise).to(device, dtype)
+        cond = self.encode(prompts).to(dtype)
+        use_cfg = guidance_scale != 1.0
+        if use_cfg:
+            cond = torch.cat([self.encode([""] * len(prompts)).to(dtype), cond])
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        for t in self.progress_bar(self.scheduler.timesteps):
+            inp = torch.cat([x, x]) if use_cfg else x
+            out = self.unet(inp, t, encoder_hidden_states=cond).sample
+            if use_cfg:
+                uncond, text = out.chunk(2)
+                out = uncond + guidance_scale * (text - uncond)
+            x = self.scheduler.step(out, t, x).prev_sample
+        images = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        if output_type == "np":
+            return ShapesOutput(images=images)
+        return ShapesOutput(images=[Image.fromarray(a) for a in images])
+
+
+@dataclass
+class ShapesOutput:
+    images: list[Image.Image] | np.ndarray
+
+
+def new_pipeline(size: int = 32) -> ShapesPipeline:
+    """An untrained pipeline with the shipped architecture."""
+    tokenizer = build_tokenizer()
+    return ShapesPipeline(
+        unet=build_unet(size),
+        text_encoder=build_text_encoder(tokenizer),
+        tokenizer=tokenizer,
+        scheduler=sampling_scheduler(),
+    )
+
+
+def load_pipeline(path: str | Path = SHIPPED_MODEL_DIR, device: str = "cpu") -> ShapesPipeline:
+    path = Path(path)
+    if not (path / "model_index.json").exists():
+        raise FileNotFoundError(f"no shapes model at {path} (expected model_index.json); run `atelier shapes train-base`")
+    pipe = ShapesPipeline.from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

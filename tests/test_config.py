@@ -1,0 +1,75 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atelier.config import Config, ConfigError, load_config, parse_config
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "shapes.yaml"
+
+
+def test_example_config_is_valid():
+    cfg = load_config(EXAMPLE)
+    assert cfg.strategy == "ipr" and cfg.model == "shapes" and cfg.budget.rounds == 3
+
+
+def test_every_field_has_a_description():
+    def walk(schema, defs):
+        for name, prop in schema.get("properties", {}).items():
+            ref = prop.get("$ref") or (prop.get("allOf") or [{}])[0].get("$ref")
+            assert prop.get("description"), f"field {name} has no description"
+            if ref:
+                walk(defs[ref.split("/")[-1]], defs)
+
+    schema = Config.model_json_schema()
+    walk(schema, schema["$defs"])
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("budget.rounds=0", "budget.rounds"),
+        ("train.bogus=1", "train.bogus"),
+        ("strategy=magic", "strategy"),
+        ("train.learning_rate=-1", "train.learning_rate"),
+        ("agents.judge.backend=telepathy", "agents.judge.backend"),
+    ],
+)
+def test_bad_fields_are_named_in_one_line(override, field):
+    with pytest.raises(ConfigError) as e:
+        load_config(EXAMPLE, [override])
+    msg = str(e.value)
+    assert msg.startswith(field) and "\n" not in msg
+
+
+def test_unknown_top_level_key_and_missing_goal():
+    with pytest.raises(ConfigError, match="^goal"):
+        parse_config({})
+    with pytest.raises(ConfigError, match="^colour_scheme"):
+        parse_config({"goal": "counts", "colour_scheme": "dark"})
+
+
+def test_overrides_are_typed():
+    cfg = load_config(EXAMPLE, ["budget.rounds=5", "train.learning_rate=2e-4", "train.relabel=false"])
+    assert cfg.budget.rounds == 5 and cfg.train.learning_rate == 2e-4 and cfg.train.relabel is False
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("goal: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_cli_config_check_exit_codes(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "atelier.cli", "config", "check", str(EXAMPLE)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "atelier.cli", "config", "check", str(EXAMPLE), "--set", "budget.rounds=0"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "budget.rounds" in bad.stderr
+    schema = subprocess.run([sys.executable, "-m", "atelier.cli", "config", "schema"], capture_output=True, text=True)
+    assert schema.returncode == 0 and '"goal"' in schema.stdout
