@@ -81,6 +81,9 @@ class Config(_Strict):
     seed: int = Field(0, description="seeds prompts, generation, training and evaluation")
     run_dir: Path = Field(Path("runs"), description="where runs are stored (one folder per run id)")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1 ... (never guessed)")
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads torch may use (default: torch's choice); a resumed run matches an uninterrupted one bit for bit only with the same count"
+    )
     agents: AgentsConfig = Field(default_factory=AgentsConfig, description="which backend plays each agent role")
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="how much work each round does")
     train: TrainConfig = Field(default_factory=TrainConfig, description="LoRA fine-tuning")
@@ -89,8 +92,12 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _model_supported(self) -> Config:
-        if self.model != "shapes":
-            raise ValueError(f"model {self.model!r}: only the embedded 'shapes' model runs in the loop so far")
+        # The loop runs the shapes world today: the shipped model or a shapes-model folder
+        # (`atelier shapes train-base --out DIR`). Hub ids of real models come with their tools.
+        if self.model != "shapes" and not (Path(self.model) / "model_index.json").exists():
+            raise ValueError(
+                f"model {self.model!r}: expected 'shapes' or a folder holding a shapes-world pipeline (model_index.json)"
+            )
         return self
 
 

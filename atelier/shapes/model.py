@@ -29,6 +29,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from atelier.shapes.scene import VOCABULARY
 
+DEFAULT_STEPS = 20  # DDIM steps; see the model card for the measured trade-off
+DEFAULT_GUIDANCE = 3.0
 MAX_TOKENS = 16  # the longest caption is 12 words plus begin/end markers
 SHIPPED_MODEL_DIR = Path(__file__).parent / "weights"
 
@@ -128,8 +130,8 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self,
         prompt: str | list[str],
         seeds: list[int] | None = None,
-        num_inference_steps: int = 20,
-        guidance_scale: float = 3.0,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
         output_type: str = "pil",
     ):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)

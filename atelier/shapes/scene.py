@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow")
@@ -136,8 +136,8 @@ def parse(text: str) -> Scene:
 def _scene(groups: tuple[Group, ...], relation: str | None, text: str) -> Scene:
     try:
         return Scene(groups=groups, relation=relation)
-    except ValueError as e:  # pydantic's message is long; keep the first reason
-        raise CaptionError(f"{text!r} is not a valid scene: {str(e).splitlines()[-1].strip()}") from None
+    except ValidationError as e:  # pydantic's message is long; keep the first reason
+        raise CaptionError(f"{text!r} is not a valid scene: {e.errors()[0]['msg']}") from None
 
 
 def object_names(scene: Scene) -> list[str]:

@@ -104,6 +104,8 @@ def train_base(out_dir: str | Path, recipe: BaseRecipe, device: str = "cpu") -> 
             log.write(json.dumps({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0],
                                   "elapsed_s": round(time.time() - started, 2)}) + "\n")
             bar.update(task, advance=1, loss=float(np.mean(losses[-50:])))
+            if step % 50 == 0:
+                log.flush()
             if (step + 1) % recipe.save_every == 0 or step + 1 == recipe.steps:
                 log.flush()
                 ema.save_pretrained(out_dir)

@@ -1,0 +1,250 @@
+"""`atelier`: the command line. Bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> int:
+    print(f"atelier: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# --- run, resume, status, runs ----------------------------------------------------------------
+
+
+def cmd_run(args) -> int:
+    from atelier.config import load_config
+    from atelier.loop import start_run
+
+    cfg = load_config(args.config, args.set)
+    run_id, final = start_run(cfg, args.run_id)
+    print(f"run {run_id} finished: {final.get('stop_reason')}")
+    print(f"report: {final.get('report')}")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from atelier.loop import resume_run
+
+    final = resume_run(args.run_id, Path(args.run_dir) if args.run_dir else None)
+    print(f"report: {final.get('report')}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from atelier.loop import find_run, run_summary
+
+    summary = run_summary(find_run(args.run_id, Path(args.run_dir) if args.run_dir else None))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"run {summary['run_id']}: {summary['state']} (node: {summary['node']})  goal: {summary['goal']}")
+    metric = summary["metric"]
+    if summary["base"] and metric:
+        print(f"  base     {metric} {_fmt(summary['base'][metric])}  object_accuracy {_fmt(summary['base']['object_accuracy'])}")
+    for r in summary["rounds"]:
+        mark = "promoted" if r["promoted"] else "rolled back"
+        print(f"  round {r['round']}  {metric} {_fmt(r['metrics'].get(metric))}  object_accuracy "
+              f"{_fmt(r['metrics'].get('object_accuracy'))}  {mark}: {r['reason']}")
+    print(f"  best adapter: {summary['best_adapter'] or 'base model'}")
+    if summary["error"]:
+        print(f"  error: {summary['error']}")
+    return 0
+
+
+def _fmt(m: dict | None) -> str:
+    if not m or m["value"] is None:
+        return "n/a"
+    lo, hi = m["ci95"]
+    return f"{m['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def cmd_runs(args) -> int:
+    from atelier.runs import get_status, list_runs
+
+    root = Path(args.run_dir)
+    runs = list_runs(root)
+    if not runs:
+        print(f"no runs in {root}")
+    for path in runs:
+        s = get_status(path)
+        print(f"{path.name}  {s.get('state', '?'):9s} {s.get('node') or '':24s} {s.get('updated', '')}")
+    return 0
+
+
+# --- config -----------------------------------------------------------------------------------
+
+
+def cmd_config_schema(args) -> int:
+    from atelier.config import Config
+
+    print(json.dumps(Config.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_config_check(args) -> int:
+    from atelier.config import load_config
+
+    cfg = load_config(args.file, args.set)
+    print(f"{args.file}: ok (goal: {cfg.goal!r}, model: {cfg.model}, strategy: {cfg.strategy}, rounds: {cfg.budget.rounds})")
+    return 0
+
+
+# --- generate and the shapes world ------------------------------------------------------------
+
+
+def cmd_generate(args) -> int:
+    from atelier.runs import write_jsonl_atomic
+    from atelier.tools.generate import GenerationRequest, generate, load_generator
+
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+    if not prompts:
+        return _fail("give --prompt P or --prompts-file F")
+    if args.model == "shapes" or Path(args.model, "model_index.json").exists():
+        from atelier.shapes.scene import parse
+
+        if args.model == "shapes":
+            for p in prompts:
+                parse(p)  # the shapes model only knows its world's captions: say so before sampling
+    pipe = load_generator(args.model, args.adapter, args.scale, device=args.device)
+    items = [(p, args.seed + i * args.n + k) for i, p in enumerate(prompts) for k in range(args.n)]
+    images = generate(pipe, GenerationRequest([p for p, _ in items], [s for _, s in items], args.steps, args.guidance))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for idx, ((p, s), img) in enumerate(zip(items, images)):
+        name = f"{idx:05d}.png"
+        img.save(out / name)
+        rows.append({"file": name, "file_name": name, "prompt": p, "seed": s, "model": args.model,
+                     "adapter": args.adapter, "scale": args.scale if args.adapter else None})
+    write_jsonl_atomic(out / "metadata.jsonl", rows)
+    print(f"wrote {len(rows)} images and metadata.jsonl to {out}")
+    return 0
+
+
+def cmd_shapes_train_base(args) -> int:
+    from atelier.shapes.train_base import BaseRecipe, train_base
+
+    recipe = BaseRecipe(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    out = train_base(args.out, recipe, device=args.device)
+    print(f"model saved to {out}")
+    return 0
+
+
+def cmd_shapes_eval(args) -> int:
+    from atelier.shapes.evaluate import evaluate_model
+    from atelier.shapes.heldout import heldout_scenes
+
+    if not 1 <= args.n <= len(heldout_scenes()):
+        return _fail(f"--n must be between 1 and {len(heldout_scenes())} (the held-out prompts), got {args.n}")
+    metrics = evaluate_model(args.model, args.adapter, n_prompts=args.n, seed=args.seed, device=args.device)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return 0
+    for key, m in metrics.items():
+        if isinstance(m, dict) and "value" in m:
+            print(f"{key:28s} {_fmt(m)}")
+    print(f"{'n_images':28s} {metrics['n_images']}   seed {metrics['seed']}")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="atelier",
+        description="Make a text-to-image model better at a goal, by itself: a LangGraph loop of prompt writing, "
+        "generation, judging, relabelling and LoRA fine-tuning, evaluated on held-out prompts.",
+        epilog="Start with: atelier run examples/shapes.yaml",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="start a run from a config file")
+    run.add_argument("config", help="YAML config (see examples/shapes.yaml, `atelier config schema`)")
+    run.add_argument("--run-id", help="name of the run (default: time + random suffix)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config field; repeatable")
+    run.set_defaults(func=cmd_run)
+
+    res = sub.add_parser("resume", help="continue a stopped or killed run from its checkpoint")
+    res.add_argument("run_id")
+    res.add_argument("--run-dir", help="folder holding the runs (default: ./runs)")
+    res.set_defaults(func=cmd_resume)
+
+    st = sub.add_parser("status", help="round-by-round metrics of a run")
+    st.add_argument("run_id")
+    st.add_argument("--run-dir", help="folder holding the runs (default: ./runs)")
+    st.add_argument("--json", action="store_true", help="one JSON object: rounds, best_adapter, state")
+    st.set_defaults(func=cmd_status)
+
+    rs = sub.add_parser("runs", help="list runs")
+    rs.add_argument("--run-dir", default="runs")
+    rs.set_defaults(func=cmd_runs)
+
+    cfg = sub.add_parser("config", help="inspect and validate configs").add_subparsers(dest="what", required=True, metavar="WHAT")
+    cfg.add_parser("schema", help="print the config's JSON schema").set_defaults(func=cmd_config_schema)
+    chk = cfg.add_parser("check", help="validate a config file")
+    chk.add_argument("file")
+    chk.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    chk.set_defaults(func=cmd_config_check)
+
+    gen = sub.add_parser("generate", help="generate images and a metadata.jsonl")
+    gen.add_argument("--model", default="shapes", help="'shapes' for the shipped model, or a model folder")
+    gen.add_argument("--prompt", action="append", help="a prompt; repeatable")
+    gen.add_argument("--prompts-file", help="a file with one prompt per line")
+    gen.add_argument("--n", type=int, default=4, help="images per prompt")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the first image; image i gets seed+i")
+    gen.add_argument("--out", required=True, help="output folder")
+    gen.add_argument("--adapter", help="LoRA adapter folder (diffusers format)")
+    gen.add_argument("--scale", type=float, default=1.0, help="LoRA scale")
+    gen.add_argument("--steps", type=int, default=20, help="sampler steps")
+    gen.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
+    gen.add_argument("--device", default="cpu")
+    gen.set_defaults(func=cmd_generate)
+
+    shapes = sub.add_parser("shapes", help="the embedded shapes world").add_subparsers(dest="what", required=True, metavar="WHAT")
+    tb = shapes.add_parser("train-base", help="train the shapes world's base model (about 50 min on 2 CPU cores)")
+    tb.add_argument("--out", required=True, help="output folder for the pipeline")
+    tb.add_argument("--steps", type=int, default=3000)
+    tb.add_argument("--batch-size", type=int, default=32)
+    tb.add_argument("--lr", type=float, default=1e-3)
+    tb.add_argument("--seed", type=int, default=0)
+    tb.add_argument("--device", default="cpu")
+    tb.set_defaults(func=cmd_shapes_train_base)
+    ev = shapes.add_parser("eval", help="VISOR metrics with 95%% CIs on the held-out prompts")
+    ev.add_argument("--model", default="shapes", help="'shapes' or a model folder")
+    ev.add_argument("--adapter", help="LoRA adapter folder")
+    ev.add_argument("--n", type=int, default=80, help="held-out prompts (4 images each), at most 80")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--json", action="store_true", help="one JSON object")
+    ev.set_defaults(func=cmd_shapes_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from atelier.agents.planner import PlanError
+    from atelier.config import ConfigError
+    from atelier.runs import RunError
+    from atelier.shapes.scene import CaptionError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, PlanError, RunError, CaptionError, FileNotFoundError) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        print("interrupted; `atelier resume RUN_ID` continues a run", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""The loop's nodes. Each reads small records from the state, does its work through the tools and
+agents, writes its outputs atomically under run/<round>/<node>/..., and skips work already on
+disk, so any node can be re-run after a crash and gives the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send
+from PIL import Image
+
+from atelier.agents.judge import judge_batch
+from atelier.agents.planner import TargetSpec, plan_builtin
+from atelier.agents.prompt_writer import heldout_prompts, write_prompts_builtin
+from atelier.faults import maybe_die
+from atelier.graphs.state import BatchTask, LoopContext, LoopState, RoundRecord
+from atelier.ipr import ipr_rows
+from atelier.runs import atomic_dir, read_json, read_jsonl, round_dir, set_status, write_json_atomic, write_jsonl_atomic
+from atelier.shapes.metrics import ImageJudgment, summarize
+from atelier.tools.generate import GenerationRequest, generate, load_generator
+from atelier.tools.sft import SFTConfig, train_lora_sft, write_sft_dataset
+
+
+def _ctx(runtime: Runtime[LoopContext]) -> LoopContext:
+    return runtime.context
+
+
+def _timed(node: str, run_dir: Path, started: float, **extra) -> None:
+    """Record the node's wall time; the node's outputs are on disk by now (a crash point)."""
+    with open(run_dir / "timings.jsonl", "a") as f:
+        f.write(json.dumps({"node": node, "seconds": round(time.time() - started, 3), **extra}) + "\n")
+    maybe_die(node)
+
+
+def image_seed(seed: int, round_no: int, prompt_idx: int, k: int) -> int:
+    """A seed per image that depends only on where the image sits in the run."""
+    return int(np.random.SeedSequence([seed, round_no, prompt_idx, k]).generate_state(1)[0])
+
+
+# --- plan and baseline ------------------------------------------------------------------------
+
+
+def plan(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
+    ctx = _ctx(runtime)
+    started = time.time()
+    set_status(ctx.run_dir, node="plan")
+    match ctx.config.agents.planner.backend:
+        case "builtin":
+            spec = plan_builtin(ctx.config.goal)
+    metric = spec.metric if ctx.config.decide.metric == "auto" else ctx.config.decide.metric
+    write_json_atomic(ctx.run_dir / "plan.json", {"goal": ctx.config.goal, "spec": spec.model_dump(), "metric": metric})
+    heldout_file = ctx.run_dir / "heldout" / "prompts.json"
+    if not heldout_file.exists():
+        write_json_atomic(heldout_file, heldout_prompts(spec, ctx.config.budget.heldout_prompts, ctx.config.seed))
+    _timed("plan", ctx.run_dir, started)
+    return {"spec": spec.model_dump(), "metric": metric, "heldout_file": str(heldout_file), "round": 1,
+            "best_adapter": None, "no_improve": 0}
+
+
+def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path) -> dict:
+    """Held-out metrics of the base (adapter None) or an adapter; cached in out/metrics.json."""
+    metrics_file = out / "metrics.json"
+    if metrics_file.exists():
+        return read_json(metrics_file)
+    cfg = ctx.config
+    prompts = read_json(Path(state["heldout_file"]))
+    k = cfg.budget.images_per_heldout_prompt
+    items = [(i, p, j) for i, p in enumerate(prompts) for j in range(k)]
+    # The same seeds for base and every candidate: comparisons are paired.
+    seeds = [image_seed(cfg.seed, 0, i, j) for i, _, j in items]
+    pipe = load_generator(cfg.model, adapter, device=cfg.device)
+    images = generate(pipe, GenerationRequest([p for _, p, _ in items], seeds, cfg.generation.steps,
+                                              cfg.generation.guidance_scale, cfg.generation.batch_size))
+    with atomic_dir(out / "images") as tmp:
+        files = []
+        for (i, p, j), img in zip(items, images):
+            name = f"p{i:03d}_{j}.png"
+            img.save(tmp / name)
+            files.append(name)
+    rows = [{"file": str(out / "images" / f), "prompt": p, "prompt_index": i, "seed": s}
+            for f, (i, p, _), s in zip(files, items, seeds)]
+    judgments = judge_batch(cfg.agents.judge.backend, rows)
+    write_jsonl_atomic(out / "judgments.jsonl", judgments)
+    metrics = summarize([ImageJudgment.model_validate(j) for j in judgments])
+    metrics["seed"] = cfg.seed
+    write_json_atomic(metrics_file, metrics)
+    return metrics
+
+
+def baseline(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
+    ctx = _ctx(runtime)
+    started = time.time()
+    set_status(ctx.run_dir, node="baseline")
+    metrics = _evaluate(ctx, state, None, ctx.run_dir / "base")
+    _timed("baseline", ctx.run_dir, started)
+    return {"base_metrics": metrics, "best_metrics": metrics}
+
+
+# --- one round --------------------------------------------------------------------------------
+
+
+def write_prompts(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
+    ctx = _ctx(runtime)
+    started = time.time()
+    r = state["round"]
+    set_status(ctx.run_dir, node="write_prompts", round=r)
+    path = round_dir(ctx.run_dir, r) / "prompts.json"
+    if not path.exists():
+        spec = TargetSpec.model_validate(state["spec"])
+        match ctx.config.agents.prompt_writer.backend:
+            case "builtin":
+                batch = write_prompts_builtin(spec, ctx.config.budget.prompts_per_round, seed=ctx.config.seed * 1000 + r)
+        write_json_atomic(path, batch.prompts)
+    _timed("write_prompts", ctx.run_dir, started, round=r)
+    return {"prompts_file": str(path), "judged": []}
+
+
+def fan_out_generate(state: LoopState, runtime: Runtime[LoopContext]) -> list[Send]:
+    """One generate task per batch of prompts (the unit of parallelism and of resume)."""
+    n = len(read_json(Path(state["prompts_file"])))
+    size = runtime.context.config.budget.batch_prompts
+    return [
+        Send("generate", BatchTask(round=state["round"], batch=b, prompts_file=state["prompts_file"],
+                                   start=start, end=min(start + size, n), adapter=state.get("best_adapter")))
+        for b, start in enumerate(range(0, n, size))
+    ]
+
+
+def _batch_dir(ctx: LoopContext, task: BatchTask, node: str) -> Path:
+    return round_dir(ctx.run_dir, task["round"]) / node / f"batch_{task['batch']:03d}"
+
+
+def generate_batch(task: BatchTask, runtime: Runtime[LoopContext]) -> Command:
+    ctx = _ctx(runtime)
+    cfg = ctx.config
+    started = time.time()
+    out = _batch_dir(ctx, task, "generate")
+    if not (out / "manifest.jsonl").exists():
+        set_status(ctx.run_dir, node=f"generate batch {task['batch']}", round=task["round"])
+        prompts = read_json(Path(task["prompts_file"]))[task["start"] : task["end"]]
+        k = cfg.budget.images_per_prompt
+        items = [(task["start"] + i, p, j) for i, p in enumerate(prompts) for j in range(k)]
+        seeds = [image_seed(cfg.seed, task["round"], i, j) for i, _, j in items]
+        # Candidates come from the best model so far: its mistakes are what the round fixes.
+        pipe = load_generator(cfg.model, task["adapter"], device=cfg.device)
+        images = generate(pipe, GenerationRequest([p for _, p, _ in items], seeds, cfg.generation.steps,
+                                                  cfg.generation.guidance_scale, cfg.generation.batch_size))
+        with atomic_dir(out) as tmp:
+            rows = []
+            for (i, p, j), s, img in zip(items, seeds, images):
+                name = f"p{i:03d}_{j}.png"
+                img.save(tmp / name)
+                rows.append({"file": str(out / name), "prompt": p, "prompt_index": i, "seed": s,
+                             "adapter": task["adapter"], "scale": 1.0})
+            write_jsonl_atomic(tmp / "manifest.jsonl", rows)
+    _timed("generate", ctx.run_dir, started, round=task["round"], batch=task["batch"])
+    return Command(goto=Send("judge", task))
+
+
+def judge(task: BatchTask, runtime: Runtime[LoopContext]) -> dict:
+    ctx = _ctx(runtime)
+    started = time.time()
+    out = round_dir(ctx.run_dir, task["round"]) / "judge" / f"batch_{task['batch']:03d}.jsonl"
+    if not out.exists():
+        set_status(ctx.run_dir, node=f"judge batch {task['batch']}", round=task["round"])
+        rows = read_jsonl(_batch_dir(ctx, task, "generate") / "manifest.jsonl")
+        write_jsonl_atomic(out, judge_batch(ctx.config.agents.judge.backend, rows))
+    _timed("judge", ctx.run_dir, started, round=task["round"], batch=task["batch"])
+    return {"judged": [str(out)]}
+
+
+def curate(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
+    ctx = _ctx(runtime)
+    cfg = ctx.config
+    started = time.time()
+    r = state["round"]
+    set_status(ctx.run_dir, node="curate", round=r)
+    out = round_dir(ctx.run_dir, r) / "dataset"
+    if not (out / "metadata.jsonl").exists():
+        judgments = [j for f in state["judged"] for j in read_jsonl(Path(f))]
+        rows = ipr_rows(judgments, cfg.train.relabel_weight, cfg.train.correct_weight, cfg.train.relabel)
+        images = [Image.open(row["file"]).convert("RGB") for row in rows]
+        meta = [{"file_name": f"{i:05d}.png", "text": row["text"], "weight": row["weight"], "kind": row["kind"],
+                 "original_prompt": row["prompt"], "source": row["file"]} for i, row in enumerate(rows)]
+        write_sft_dataset(out, meta, images)
+    _timed("curate", ctx.run_dir, started, round=r)
+    return {"dataset": str(out)}
+
+
+def train(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
+    ctx = _ctx(runtime)
+    cfg = ctx.config
+    started = time.time()
+    r = state["round"]
+    set_status(ctx.run_dir, node="train", round=r)
+    datasets = [round_dir(ctx.run_dir, q) / "dataset" for q in range(1, r + 1)] if cfg.train.accumulate else [Path(state["dataset"])]
+    datasets = [d for d in datasets if (d / "metadata.jsonl").exists() and read_jsonl(d / "metadata.jsonl")]
+    if not datasets:  # nothing usable was generated: there is no candidate this round
+        _timed("train", ctx.run_dir, started, round=r, steps=0)
+        return {"candidate_adapter": None}
+    out = round_dir(ctx.run_dir, r) / "adapter"
+    sft = SFTConfig(steps=cfg.train.steps, batch_size=cfg.train.batch_size, lr=cfg.train.learning_rate,
+                    rank=cfg.train.lora_rank, alpha=cfg.train.lora_alpha or cfg.train.lora_rank,
+                    seed=cfg.seed * 1000 + r, bf16=cfg.train.bf16)
+    pipe = load_generator(cfg.model, None, device=cfg.device)
+    summary = train_lora_sft(pipe, datasets, out, sft, init_adapter=state.get("best_adapter"),
+                             progress=lambda step, steps, loss: maybe_die(f"train_step:{step}"))
+    _timed("train", ctx.run_dir, started, round=r, steps=summary.get("steps"))
+    return {"candidate_adapter": str(out)}
+
+
+def evaluate(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
+    ctx = _ctx(runtime)
+    started = time.time()
+    r = state["round"]
+    set_status(ctx.run_dir, node="evaluate", round=r)
+    if state.get("candidate_adapter") is None:
+        return {"candidate_metrics": None}
+    metrics = _evaluate(ctx, state, state["candidate_adapter"], round_dir(ctx.run_dir, r) / "eval")
+    _timed("evaluate", ctx.run_dir, started, round=r)
+    return {"candidate_metrics": metrics}
+
+
+# --- decide -----------------------------------------------------------------------------------
+
+
+def _value(metrics: dict, key: str) -> tuple[float, float]:
+    """(value, standard error) of a proportion metric; SE from its Wilson half-width / 1.96."""
+    m = metrics[key]
+    if m["value"] is None:
+        return 0.0, 0.0
+    lo, hi = m["ci95"]
+    return m["value"], (hi - lo) / (2 * 1.96)
+
+
+def promotion(candidate: dict, best: dict, base: dict, metric: str, sigmas: float, max_object_drop: float) -> tuple[bool, float, float, str]:
+    """The rule: promote iff gain > sigmas * sqrt(se_c^2 + se_b^2) on the target metric and
+    held-out object accuracy is no more than max_object_drop below the base's."""
+    c, se_c = _value(candidate, metric)
+    b, se_b = _value(best, metric)
+    gain, noise = c - b, math.sqrt(se_c**2 + se_b**2)
+    obj_drop = base["object_accuracy"]["value"] - candidate["object_accuracy"]["value"]
+    if obj_drop > max_object_drop:
+        return False, gain, noise, f"object accuracy fell {obj_drop:+.3f} below the base (limit {max_object_drop})"
+    if gain > sigmas * noise:
+        return True, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} > {sigmas} x noise {noise:.3f}"
+    return False, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} within {sigmas} x noise {noise:.3f}"
+
+
+def decide(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
+    ctx = _ctx(runtime)
+    cfg = ctx.config
+    started = time.time()
+    r = state["round"]
+    set_status(ctx.run_dir, node="decide", round=r)
+    if state.get("candidate_metrics") is None:
+        promoted, gain, noise, reason = False, None, None, "no training data this round: nothing to evaluate"
+    else:
+        promoted, gain, noise, reason = promotion(state["candidate_metrics"], state["best_metrics"], state["base_metrics"],
+                                                  state["metric"], cfg.decide.noise_sigmas, cfg.decide.max_object_drop)
+    record = RoundRecord(round=r, metrics=state["candidate_metrics"] or {}, promoted=promoted, adapter=state["candidate_adapter"],
+                         gain=gain, noise=noise, reason=reason)
+    write_json_atomic(round_dir(ctx.run_dir, r) / "decision.json", record)
+    update: dict = {"rounds": [record], "round": r + 1}
+    if promoted:
+        update |= {"best_adapter": state["candidate_adapter"], "best_metrics": state["candidate_metrics"], "no_improve": 0}
+    else:
+        update["no_improve"] = state.get("no_improve", 0) + 1
+    if r >= cfg.budget.rounds:
+        update["stop_reason"] = f"ran the configured {cfg.budget.rounds} rounds"
+    elif update.get("no_improve", 0) >= cfg.budget.patience:
+        update["stop_reason"] = f"{cfg.budget.patience} rounds in a row without promotion"
+    _timed("decide", ctx.run_dir, started, round=r)
+    return update
+
+
+def after_decide(state: LoopState) -> str:
+    return "report" if state.get("stop_reason") else "write_prompts"
+
+
+def report(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
+    from atelier.report import write_report
+
+    ctx = _ctx(runtime)
+    started = time.time()
+    set_status(ctx.run_dir, node="report")
+    path = write_report(ctx.run_dir, state)
+    _timed("report", ctx.run_dir, started)
+    return {"report": str(path)}

@@ -1,0 +1,98 @@
+"""The minimal end-of-run report: metrics per round as JSON, a Markdown and an HTML summary, and a
+grid of held-out images, base model vs best adapter (same prompts, same seeds)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from atelier.runs import read_json, round_dir, write_json_atomic, write_text_atomic
+
+_KEYS = ("object_accuracy", "count_accuracy", "relation_accuracy_cond", "relation_accuracy_uncond", "visor_4")
+
+
+def _cell(m: dict | None) -> str:
+    if not m or m.get("value") is None:
+        return "n/a"
+    lo, hi = m["ci95"]
+    return f"{m['value']:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _grid(run_dir: Path, best_eval: Path, prompts: list[str], k: int, rows: int = 8, scale: int = 3) -> Path:
+    """Rows of held-out prompts: k base images, a gap, k best images."""
+    rows = min(rows, len(prompts))
+    sample = Image.open(run_dir / "base" / "images" / "p000_0.png")
+    side = sample.width * scale
+    gap = side // 2
+    grid = Image.new("RGB", (2 * k * side + gap, rows * side), "white")
+    for i in range(rows):
+        for j in range(k):
+            for col0, folder in ((0, run_dir / "base" / "images"), (k * side + gap, best_eval / "images")):
+                img = Image.open(folder / f"p{i:03d}_{j}.png").resize((side, side), Image.NEAREST)
+                grid.paste(img, (col0 + j * side, i * side))
+    ImageDraw.Draw(grid).line([(k * side + gap // 2, 0), (k * side + gap // 2, grid.height)], fill="black")
+    path = run_dir / "report" / "heldout_grid.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
+
+
+def write_report(run_dir: Path, state: dict) -> Path:
+    out = run_dir / "report"
+    rounds = state.get("rounds", [])
+    metric = state["metric"]
+    base = state["base_metrics"]
+    best_adapter = state.get("best_adapter")
+    best = state.get("best_metrics", base)
+    best_round = next((r["round"] for r in rounds if r["adapter"] == best_adapter), None)
+    data = {
+        "goal": read_json(run_dir / "plan.json")["goal"],
+        "metric": metric,
+        "base": base,
+        "rounds": [{"round": r["round"], "candidate": r["metrics"], "promoted": r["promoted"], "gain": r["gain"],
+                    "noise": r["noise"], "reason": r["reason"], "adapter": r["adapter"]} for r in rounds],
+        "best": {"adapter": best_adapter, "round": best_round, "metrics": best},
+        "stop_reason": state.get("stop_reason"),
+    }
+    write_json_atomic(out / "report.json", data)
+    prompts = read_json(Path(state["heldout_file"]))
+    best_eval = round_dir(run_dir, best_round) / "eval" if best_round else run_dir / "base"
+    cfg_k = len([p for p in (run_dir / "base" / "images").glob("p000_*.png")])
+    grid = _grid(run_dir, best_eval, prompts, cfg_k)
+
+    header = "| | " + " | ".join(_KEYS) + " | promoted |\n|" + "---|" * (len(_KEYS) + 2) + "\n"
+    lines = [f"| base | " + " | ".join(_cell(base.get(k)) for k in _KEYS) + " | |"]
+    for r in rounds:
+        lines.append(f"| round {r['round']} | " + " | ".join(_cell(r["metrics"].get(k)) for k in _KEYS)
+                     + f" | {'yes' if r['promoted'] else 'no'} |")
+    lines.append(f"| best ({'round ' + str(best_round) if best_round else 'base'}) | "
+                 + " | ".join(_cell(best.get(k)) for k in _KEYS) + " | |")
+    gain = (best[metric]["value"] or 0) - (base[metric]["value"] or 0)
+    md = (
+        f"# atelier run {run_dir.name}\n\n**Goal:** {data['goal']}\n\n"
+        f"**Target metric:** `{metric}` on {len(prompts)} held-out prompts: base {_cell(base[metric])} -> best "
+        f"{_cell(best[metric])} ({gain:+.3f}).\n\n**Stopped:** {data['stop_reason']}\n\n"
+        "Values are held-out metrics with Wilson 95% intervals.\n\n" + header + "\n".join(lines) + "\n\n"
+        f"![held-out prompts, base (left) vs best (right)](heldout_grid.png)\n\nRows (first {min(8, len(prompts))} held-out prompts):\n\n"
+        + "".join(f"{i + 1}. {p}\n" for i, p in enumerate(prompts[:8]))
+    )
+    write_text_atomic(out / "report.md", md)
+    rows_html = "".join(f"<li>{html.escape(p)}</li>" for p in prompts[:8])
+    table = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>" for line in lines
+    )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>atelier run "
+        f"{html.escape(run_dir.name)}</title><style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}"
+        "td,th{padding:4px 8px;border-bottom:1px solid #ddd}img{image-rendering:pixelated}</style></head><body>"
+        f"<h1>atelier run {html.escape(run_dir.name)}</h1><p><b>Goal:</b> {html.escape(data['goal'])}</p>"
+        f"<p><b>{html.escape(metric)}</b>: base {_cell(base[metric])} &rarr; best {_cell(best[metric])} ({gain:+.3f})</p>"
+        f"<p><b>Stopped:</b> {html.escape(str(data['stop_reason']))}</p>"
+        "<table><tr><th></th>" + "".join(f"<th>{k}</th>" for k in _KEYS) + "<th>promoted</th></tr>" + table + "</table>"
+        f"<h2>Held-out prompts: base (left) vs best (right)</h2><img src='{grid.name}' alt='grid'><ol>{rows_html}</ol>"
+        "</body></html>"
+    )
+    write_text_atomic(out / "report.html", page)
+    return out / "report.html"

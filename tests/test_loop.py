@@ -1,0 +1,76 @@
+"""End to end: a tiny run of the real loop (shipped shapes model, real detector, real LoRA
+training, real SQLite checkpointer), its outputs, its status, and its checkpoint size."""
+
+import json
+import sqlite3
+
+import pytest
+
+from atelier.tools.lora import adapter_hash
+from loop_helpers import atelier, write_config
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("loop")
+    cfg = write_config(tmp)
+    done = atelier("run", str(cfg), "--run-id", "tiny")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp / "runs" / "tiny", done
+
+
+def test_run_prints_its_id_and_report(finished_run):
+    run_dir, done = finished_run
+    assert "tiny" in done.stderr
+    assert "report:" in done.stdout and (run_dir / "report" / "report.html").exists()
+
+
+def test_outputs_are_on_disk(finished_run):
+    run_dir, _ = finished_run
+    for r in ("round_001", "round_002"):
+        assert len(list((run_dir / r / "generate").glob("batch_*/manifest.jsonl"))) == 2
+        assert len(list((run_dir / r / "judge").glob("batch_*.jsonl"))) == 2
+        assert (run_dir / r / "dataset" / "metadata.jsonl").exists()
+        assert (run_dir / r / "decision.json").exists()
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    assert len(report["rounds"]) == 2 and report["metric"] == "relation_accuracy_cond"
+    for judgment in (run_dir / "round_001" / "judge" / "batch_000.jsonl").read_text().splitlines():
+        j = json.loads(judgment)
+        assert {"prompt", "file", "detections", "ipr_correct", "count_ok", "relation_ok", "seed"} <= set(j)
+
+
+def test_status_json(finished_run):
+    run_dir, _ = finished_run
+    out = atelier("status", "tiny", "--run-dir", str(run_dir.parent), "--json")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["state"] == "finished"
+    assert [r["round"] for r in status["rounds"]] == [1, 2]
+    for r in status["rounds"]:
+        assert isinstance(r["promoted"], bool)
+        for key in ("object_accuracy", "count_accuracy", "relation_accuracy_cond", "relation_accuracy_uncond", "visor_1"):
+            m = r["metrics"][key]
+            assert m["value"] is None or 0 <= m["value"] <= 1
+    promoted = [r for r in status["rounds"] if r["promoted"]]
+    if promoted:
+        assert status["best_adapter"] == promoted[-1]["adapter"]
+        assert len(adapter_hash(status["best_adapter"])) == 64
+    else:
+        assert status["best_adapter"] is None
+    listing = atelier("runs", "--run-dir", str(run_dir.parent))
+    assert "tiny" in listing.stdout and "finished" in listing.stdout
+
+
+def test_checkpoint_stays_small(finished_run):
+    run_dir, _ = finished_run
+    con = sqlite3.connect(run_dir / "checkpoints.sqlite")
+    sizes = [len(row[0]) for row in con.execute("select checkpoint from checkpoints")]
+    con.close()
+    assert sizes and max(sizes) < 64 * 1024, max(sizes)
+
+
+def test_bad_goal_is_one_line_exit_2(tmp_path):
+    cfg = write_config(tmp_path, goal="realistic elephants and giraffes")
+    out = atelier("run", str(cfg))
+    assert out.returncode == 2
+    assert "cannot map the goal" in out.stderr and out.stderr.strip().count("\n") <= 1
