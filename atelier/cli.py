@@ -100,7 +100,7 @@ def cmd_config_check(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from atelier.runs import write_jsonl_atomic
+    from atelier.atomic import write_jsonl_atomic
     from atelier.tools.generate import GenerationRequest, generate, load_generator
 
     prompts = list(args.prompt or [])

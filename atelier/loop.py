@@ -45,7 +45,9 @@ def _drive(cfg: Config, run_dir: Path, run_id: str, inputs) -> dict:
         for update in graph.stream(inputs, thread, context=ctx, stream_mode="updates"):
             for node, value in update.items():
                 now = time.time()
-                console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {_describe(node, value)} [dim]({now - last:.1f}s)[/dim]")
+                where = get_status(run_dir)
+                prefix = f"round {where['round']}/{cfg.budget.rounds} " if "round" in where and node not in ("plan", "baseline", "report") else ""
+                console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {prefix}{_describe(node, value)} [dim]({now - last:.1f}s)[/dim]")
                 last = now
     except BaseException as e:
         set_status(run_dir, state="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")

@@ -171,3 +171,13 @@ def test_judge_images_keeps_every_judgment():
     judgments, m = judge_images(scenes, [[render(scenes[0], 0), swapped]])
     assert [j.relation_ok for j in judgments] == [True, False]
     assert m["visor_1"]["value"] == 1.0 and m["visor_2"]["value"] == 0.0
+
+
+def test_difference_ci_newcombe():
+    from atelier.shapes.metrics import difference_ci, share
+
+    # Newcombe (1998), example: 56/70 vs 48/80 -> difference 0.2, 95% CI (0.0524, 0.3339).
+    d = difference_ci(share(56, 70), share(48, 80))
+    assert abs(d["value"] - 0.2) < 1e-12
+    assert abs(d["ci95"][0] - 0.0524) < 5e-4 and abs(d["ci95"][1] - 0.3339) < 5e-4
+    assert difference_ci(share(0, 0), share(1, 2)) is None

@@ -21,7 +21,8 @@ from atelier.agents.prompt_writer import heldout_prompts, write_prompts_builtin
 from atelier.faults import maybe_die
 from atelier.graphs.state import BatchTask, LoopContext, LoopState, RoundRecord
 from atelier.ipr import ipr_rows
-from atelier.runs import atomic_dir, read_json, read_jsonl, round_dir, set_status, write_json_atomic, write_jsonl_atomic
+from atelier.atomic import staged_dir, write_json_atomic, write_jsonl_atomic
+from atelier.runs import read_json, read_jsonl, round_dir, set_status
 from atelier.shapes.metrics import ImageJudgment, summarize
 from atelier.tools.generate import GenerationRequest, generate, load_generator
 from atelier.tools.sft import SFTConfig, train_lora_sft, write_sft_dataset
@@ -74,17 +75,16 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
     items = [(i, p, j) for i, p in enumerate(prompts) for j in range(k)]
     # The same seeds for base and every candidate: comparisons are paired.
     seeds = [image_seed(cfg.seed, 0, i, j) for i, _, j in items]
-    pipe = load_generator(cfg.model, adapter, device=cfg.device)
-    images = generate(pipe, GenerationRequest([p for _, p, _ in items], seeds, cfg.generation.steps,
-                                              cfg.generation.guidance_scale, cfg.generation.batch_size))
-    with atomic_dir(out / "images") as tmp:
-        files = []
-        for (i, p, j), img in zip(items, images):
-            name = f"p{i:03d}_{j}.png"
-            img.save(tmp / name)
-            files.append(name)
-    rows = [{"file": str(out / "images" / f), "prompt": p, "prompt_index": i, "seed": s}
-            for f, (i, p, _), s in zip(files, items, seeds)]
+    names = [f"p{i:03d}_{j}.png" for i, _, j in items]
+    if not (out / "images").exists():  # a crash after the images were saved skips straight to judging
+        pipe = load_generator(cfg.model, adapter, device=cfg.device)
+        images = generate(pipe, GenerationRequest([p for _, p, _ in items], seeds, cfg.generation.steps,
+                                                  cfg.generation.guidance_scale, cfg.generation.batch_size))
+        with staged_dir(out / "images") as tmp:
+            for name, img in zip(names, images):
+                img.save(tmp / name)
+    rows = [{"file": str(out / "images" / name), "prompt": p, "prompt_index": i, "seed": s}
+            for name, (i, p, _), s in zip(names, items, seeds)]
     judgments = judge_batch(cfg.agents.judge.backend, rows)
     write_jsonl_atomic(out / "judgments.jsonl", judgments)
     metrics = summarize([ImageJudgment.model_validate(j) for j in judgments])
@@ -151,7 +151,7 @@ def generate_batch(task: BatchTask, runtime: Runtime[LoopContext]) -> Command:
         pipe = load_generator(cfg.model, task["adapter"], device=cfg.device)
         images = generate(pipe, GenerationRequest([p for _, p, _ in items], seeds, cfg.generation.steps,
                                                   cfg.generation.guidance_scale, cfg.generation.batch_size))
-        with atomic_dir(out) as tmp:
+        with staged_dir(out) as tmp:
             rows = []
             for (i, p, j), s, img in zip(items, seeds, images):
                 name = f"p{i:03d}_{j}.png"

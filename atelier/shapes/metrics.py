@@ -146,3 +146,17 @@ def summarize(judgments: Sequence[ImageJudgment]) -> dict:
 def aggregate(items: Iterable[tuple[int, Scene, Sequence[Detection]]]) -> dict:
     """Judge every (prompt_index, scene, detections) and aggregate; see `summarize`."""
     return summarize([judge_image(scene, dets, prompt_index) for prompt_index, scene, dets in items])
+
+
+def difference_ci(new: dict, old: dict) -> dict | None:
+    """new - old for two shares from `share`, with Newcombe's 95% interval built from their Wilson
+    intervals (method 10). It treats the two as independent; on paired evaluations (the same
+    prompts and seeds) that is conservative: the true interval is narrower."""
+    if new.get("value") is None or old.get("value") is None:
+        return None
+    p1, (l1, u1) = new["value"], new["ci95"]
+    p2, (l2, u2) = old["value"], old["ci95"]
+    d = p1 - p2
+    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return {"value": d, "ci95": [lo, hi]}

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import safetensors.torch
@@ -28,29 +25,12 @@ from diffusers.utils.state_dict_utils import convert_state_dict_to_diffusers
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
+from atelier.atomic import staged_dir
+
 ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
 ADAPTER_METADATA = "atelier_adapter.json"
 ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 UNET_PREFIX = StableDiffusionLoraLoaderMixin.unet_name  # "unet"
-
-
-@contextmanager
-def staged_dir(final: str | Path) -> Iterator[Path]:
-    """A hidden sibling directory that becomes `final` by one rename when the block ends without
-    error, so a reader never sees a half-written `final`. On error the stage is removed; one left
-    by a killed process is removed by the next attempt (one writer per `final` at a time)."""
-    final = Path(final)
-    if final.exists():
-        raise FileExistsError(f"{final} already exists")
-    stage = final.parent / f".{final.name}.partial"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
-        yield stage
-        os.rename(stage, final)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
 
 
 def lora_parameters(unet: torch.nn.Module, adapter_name: str) -> list[torch.nn.Parameter]:

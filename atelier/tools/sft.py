@@ -27,13 +27,13 @@ from diffusers import DDPMScheduler
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from atelier.atomic import staged_dir
 from atelier.tools.diffusion_loss import per_sample_loss, weighted_loss
 from atelier.tools.lora import (
     ATTENTION_PROJECTIONS,
     add_lora,
     load_adapter_into,
     read_adapter_metadata,
-    staged_dir,
     write_adapter,
 )
 

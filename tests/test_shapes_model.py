@@ -1,0 +1,80 @@
+"""The shipped shapes model: loads from its folder, samples deterministically, and the commands
+around it (generate, shapes eval, train-base) work end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from atelier.shapes.model import SHIPPED_MODEL_DIR, load_pipeline
+from atelier.shapes.train_base import BaseRecipe, train_base
+from loop_helpers import atelier
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.set_num_threads(1)
+    return load_pipeline()
+
+
+def test_shipped_model_generates_rgb_32(pipe):
+    out = pipe(["a red circle", "a blue square above a green triangle"], seeds=[0, 1], num_inference_steps=3)
+    assert [im.size for im in out.images] == [(32, 32), (32, 32)] and out.images[0].mode == "RGB"
+    arr = pipe(["a red circle"], seeds=[0], num_inference_steps=3, output_type="np").images
+    assert arr.shape == (1, 32, 32, 3) and arr.dtype == np.uint8
+
+
+def test_sampling_is_seeded(pipe):
+    a = pipe(["a red circle"] * 2, seeds=[5, 6], num_inference_steps=3, output_type="np").images
+    b = pipe(["a red circle"] * 2, seeds=[5, 6], num_inference_steps=3, output_type="np").images
+    assert np.array_equal(a, b) and not np.array_equal(a[0], a[1])
+
+
+def test_model_card_and_size():
+    card = json.loads((SHIPPED_MODEL_DIR / "recipe.json").read_text())
+    assert {"recipe", "steps_done", "wall_time_s", "command"} <= set(card)
+    assert (SHIPPED_MODEL_DIR / "README.md").exists()
+    size = sum(p.stat().st_size for p in SHIPPED_MODEL_DIR.rglob("*") if p.is_file())
+    assert size <= 20 * 2**20, size
+
+
+def test_generate_cli_writes_pngs_and_metadata(tmp_path):
+    out = atelier("generate", "--model", "shapes", "--prompt", "a red circle to the left of a blue triangle",
+                  "--n", "2", "--seed", "3", "--steps", "3", "--out", str(tmp_path / "gen"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "gen" / "metadata.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in rows] == [3, 4]
+    for r in rows:
+        assert {"prompt", "seed", "model", "adapter", "scale", "file"} <= set(r)
+        assert (tmp_path / "gen" / r["file"]).exists()
+
+
+def test_generate_cli_rejects_words_outside_the_world(tmp_path):
+    out = atelier("generate", "--prompt", "a purple elephant", "--out", str(tmp_path / "gen"))
+    assert out.returncode == 2 and "purple" in out.stderr and "elephant" in out.stderr
+    assert out.stderr.strip().count("\n") == 0
+
+
+def test_eval_cli_json_keys():
+    out = atelier("shapes", "eval", "--n", "1", "--seed", "2", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = json.loads(out.stdout)
+    for key in ("object_accuracy", "count_accuracy", "relation_accuracy_cond", "relation_accuracy_uncond",
+                "visor_1", "visor_2", "visor_3", "visor_4"):
+        m = metrics[key]
+        assert set(m) >= {"value", "ci95"}
+        if m["value"] is not None:
+            assert 0 <= m["ci95"][0] <= m["value"] <= m["ci95"][1] <= 1
+    assert metrics["n_images"] == 4 and metrics["seed"] == 2
+    assert atelier("shapes", "eval", "--n", "0").returncode == 2
+
+
+def test_train_base_writes_a_loadable_pipeline_and_card(tmp_path):
+    torch.set_num_threads(1)
+    out = train_base(tmp_path / "m", BaseRecipe(steps=2, batch_size=4, warmup=1, save_every=1))
+    card = json.loads((out / "recipe.json").read_text())
+    assert card["steps_done"] == 2 and card["recipe"]["batch_size"] == 4
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 2
+    again = load_pipeline(out)
+    assert again(["a red circle"], seeds=[0], num_inference_steps=2).images[0].size == (32, 32)
