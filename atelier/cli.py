@@ -39,6 +39,7 @@ def cmd_resume(args) -> int:
 
 def cmd_status(args) -> int:
     from atelier.loop import find_run, run_summary
+    from atelier.report import format_share
 
     summary = run_summary(find_run(args.run_id, Path(args.run_dir) if args.run_dir else None))
     if args.json:
@@ -47,22 +48,15 @@ def cmd_status(args) -> int:
     print(f"run {summary['run_id']}: {summary['state']} (node: {summary['node']})  goal: {summary['goal']}")
     metric = summary["metric"]
     if summary["base"] and metric:
-        print(f"  base     {metric} {_fmt(summary['base'][metric])}  object_accuracy {_fmt(summary['base']['object_accuracy'])}")
+        print(f"  base     {metric} {format_share(summary['base'][metric])}  object_accuracy {format_share(summary['base']['object_accuracy'])}")
     for r in summary["rounds"]:
         mark = "promoted" if r["promoted"] else "rolled back"
-        print(f"  round {r['round']}  {metric} {_fmt(r['metrics'].get(metric))}  object_accuracy "
-              f"{_fmt(r['metrics'].get('object_accuracy'))}  {mark}: {r['reason']}")
+        print(f"  round {r['round']}  {metric} {format_share(r['metrics'].get(metric))}  object_accuracy "
+              f"{format_share(r['metrics'].get('object_accuracy'))}  {mark}: {r['reason']}")
     print(f"  best adapter: {summary['best_adapter'] or 'base model'}")
     if summary["error"]:
         print(f"  error: {summary['error']}")
     return 0
-
-
-def _fmt(m: dict | None) -> str:
-    if not m or m["value"] is None:
-        return "n/a"
-    lo, hi = m["ci95"]
-    return f"{m['value']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def cmd_runs(args) -> int:
@@ -140,6 +134,7 @@ def cmd_shapes_train_base(args) -> int:
 
 
 def cmd_shapes_eval(args) -> int:
+    from atelier.report import format_share
     from atelier.shapes.evaluate import evaluate_model
     from atelier.shapes.heldout import heldout_scenes
 
@@ -151,7 +146,7 @@ def cmd_shapes_eval(args) -> int:
         return 0
     for key, m in metrics.items():
         if isinstance(m, dict) and "value" in m:
-            print(f"{key:28s} {_fmt(m)}")
+            print(f"{key:28s} {format_share(m)}")
     print(f"{'n_images':28s} {metrics['n_images']}   seed {metrics['seed']}")
     return 0
 

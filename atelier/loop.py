@@ -65,7 +65,7 @@ def _describe(node: str, value) -> str:
     if node == "decide" and value.get("rounds"):
         rec = value["rounds"][-1]
         verdict = "[green]promoted[/green]" if rec["promoted"] else "[yellow]rolled back[/yellow]"
-        return f"round {rec['round']} decide: {verdict} — {rec['reason']}"
+        return f"decide: {verdict} — {rec['reason']}"
     if node in ("baseline", "evaluate"):
         metrics = value.get("base_metrics") or value.get("candidate_metrics") or {}
         parts = [f"{k} {metrics[k]['value']:.3f}" for k in ("object_accuracy", "relation_accuracy_cond", "count_accuracy")

@@ -15,11 +15,12 @@ from atelier.shapes.metrics import difference_ci
 _KEYS = ("object_accuracy", "count_accuracy", "relation_accuracy_cond", "relation_accuracy_uncond", "visor_4")
 
 
-def _cell(m: dict | None) -> str:
+def format_share(m: dict | None, digits: int = 2) -> str:
+    """'0.512 [0.43, 0.59]': a metric and its 95% interval, or 'n/a'."""
     if not m or m.get("value") is None:
         return "n/a"
     lo, hi = m["ci95"]
-    return f"{m['value']:.3f} [{lo:.2f}, {hi:.2f}]"
+    return f"{m['value']:.3f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def _grid(run_dir: Path, best_eval: Path, prompts: list[str], k: int, rows: int = 8, scale: int = 3) -> Path:
@@ -67,18 +68,18 @@ def write_report(run_dir: Path, state: dict) -> Path:
     grid = _grid(run_dir, best_eval, prompts, cfg_k)
 
     header = "| | " + " | ".join(_KEYS) + " | promoted |\n|" + "---|" * (len(_KEYS) + 2) + "\n"
-    lines = [f"| base | " + " | ".join(_cell(base.get(k)) for k in _KEYS) + " | |"]
+    lines = [f"| base | " + " | ".join(format_share(base.get(k)) for k in _KEYS) + " | |"]
     for r in rounds:
-        lines.append(f"| round {r['round']} | " + " | ".join(_cell(r["metrics"].get(k)) for k in _KEYS)
+        lines.append(f"| round {r['round']} | " + " | ".join(format_share(r["metrics"].get(k)) for k in _KEYS)
                      + f" | {'yes' if r['promoted'] else 'no'} |")
     lines.append(f"| best ({'round ' + str(best_round) if best_round else 'base'}) | "
-                 + " | ".join(_cell(best.get(k)) for k in _KEYS) + " | |")
+                 + " | ".join(format_share(best.get(k)) for k in _KEYS) + " | |")
     gain = data["gain"][metric]
     gain_text = "n/a" if gain is None else f"{gain['value']:+.3f}, 95% CI [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]"
     md = (
         f"# atelier run {run_dir.name}\n\n**Goal:** {data['goal']}\n\n"
-        f"**Target metric:** `{metric}` on {len(prompts)} held-out prompts: base {_cell(base[metric])} -> best "
-        f"{_cell(best[metric])} (gain {gain_text}).\n\n**Stopped:** {data['stop_reason']}\n\n"
+        f"**Target metric:** `{metric}` on {len(prompts)} held-out prompts: base {format_share(base[metric])} -> best "
+        f"{format_share(best[metric])} (gain {gain_text}).\n\n**Stopped:** {data['stop_reason']}\n\n"
         "Values are held-out metrics with Wilson 95% intervals.\n\n" + header + "\n".join(lines) + "\n\n"
         f"![held-out prompts, base (left) vs best (right)](heldout_grid.png)\n\nRows (first {min(8, len(prompts))} held-out prompts):\n\n"
         + "".join(f"{i + 1}. {p}\n" for i, p in enumerate(prompts[:8]))
@@ -93,7 +94,7 @@ def write_report(run_dir: Path, state: dict) -> Path:
         f"{html.escape(run_dir.name)}</title><style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}"
         "td,th{padding:4px 8px;border-bottom:1px solid #ddd}img{image-rendering:pixelated}</style></head><body>"
         f"<h1>atelier run {html.escape(run_dir.name)}</h1><p><b>Goal:</b> {html.escape(data['goal'])}</p>"
-        f"<p><b>{html.escape(metric)}</b>: base {_cell(base[metric])} &rarr; best {_cell(best[metric])} (gain {gain_text})</p>"
+        f"<p><b>{html.escape(metric)}</b>: base {format_share(base[metric])} &rarr; best {format_share(best[metric])} (gain {gain_text})</p>"
         f"<p><b>Stopped:</b> {html.escape(str(data['stop_reason']))}</p>"
         "<table><tr><th></th>" + "".join(f"<th>{k}</th>" for k in _KEYS) + "<th>promoted</th></tr>" + table + "</table>"
         f"<h2>Held-out prompts: base (left) vs best (right)</h2><img src='{grid.name}' alt='grid'><ol>{rows_html}</ol>"

@@ -17,16 +17,10 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from atelier.report import format_share
 
 KEYS = ("relation_accuracy_cond", "relation_accuracy_uncond", "object_accuracy", "count_accuracy", "visor_4")
-
-
-def _fmt(m: dict | None) -> str:
-    if not m or m.get("value") is None:
-        return "n/a"
-    lo, hi = m["ci95"]
-    return f"{m['value']:.3f} [{lo:.3f},{hi:.3f}]"
 
 
 def _status(run_id: str, run_dir: str) -> dict:
@@ -73,7 +67,7 @@ def main() -> None:
     width = max(len(r[0]) for r in rows)
     print(f"{'':{width}}  " + "  ".join(f"{k:27s}" for k in KEYS))
     for label, metrics in rows:
-        print(f"{label:{width}}  " + "  ".join(f"{_fmt(metrics.get(k)):27s}" for k in KEYS))
+        print(f"{label:{width}}  " + "  ".join(f"{format_share(metrics.get(k), 3):27s}" for k in KEYS))
     for name, status in (("ipr", full), ("no relabelling", nore)):
         for r in status["rounds"]:
             print(f"{name} round {r['round']}: {'promoted' if r['promoted'] else 'rolled back'} — {r['reason']}")

@@ -28,15 +28,26 @@ from atelier.tools.generate import GenerationRequest, generate, load_generator
 from atelier.tools.sft import SFTConfig, train_lora_sft, write_sft_dataset
 
 
-def _ctx(runtime: Runtime[LoopContext]) -> LoopContext:
-    return runtime.context
+def loop_node(name: str):
+    """Make `fn(state, ctx) -> update` a LangGraph node that records where the run is
+    (status.json), how long the node took (timings.jsonl), and then passes a crash point."""
 
+    def wrap(fn):
+        def node(state: dict, runtime: Runtime[LoopContext]):
+            ctx = runtime.context
+            where = {k: state[k] for k in ("round", "batch") if k in state and name not in ("plan", "baseline", "report")}
+            set_status(ctx.run_dir, node=name + (f" batch {where['batch']}" if "batch" in where else ""), **where)
+            started = time.time()
+            update = fn(state, ctx)
+            with open(ctx.run_dir / "timings.jsonl", "a") as f:
+                f.write(json.dumps({"node": name, "seconds": round(time.time() - started, 3), **where}) + "\n")
+            maybe_die(name)  # the node's outputs are on disk by now: a crash point for the resume tests
+            return update
 
-def _timed(node: str, run_dir: Path, started: float, **extra) -> None:
-    """Record the node's wall time; the node's outputs are on disk by now (a crash point)."""
-    with open(run_dir / "timings.jsonl", "a") as f:
-        f.write(json.dumps({"node": node, "seconds": round(time.time() - started, 3), **extra}) + "\n")
-    maybe_die(node)
+        node.__name__, node.__doc__ = fn.__name__, fn.__doc__
+        return node
+
+    return wrap
 
 
 def image_seed(seed: int, round_no: int, prompt_idx: int, k: int) -> int:
@@ -47,10 +58,8 @@ def image_seed(seed: int, round_no: int, prompt_idx: int, k: int) -> int:
 # --- plan and baseline ------------------------------------------------------------------------
 
 
-def plan(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
-    ctx = _ctx(runtime)
-    started = time.time()
-    set_status(ctx.run_dir, node="plan")
+@loop_node("plan")
+def plan(state: LoopState, ctx: LoopContext) -> dict:
     match ctx.config.agents.planner.backend:
         case "builtin":
             spec = plan_builtin(ctx.config.goal)
@@ -59,7 +68,6 @@ def plan(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
     heldout_file = ctx.run_dir / "heldout" / "prompts.json"
     if not heldout_file.exists():
         write_json_atomic(heldout_file, heldout_prompts(spec, ctx.config.budget.heldout_prompts, ctx.config.seed))
-    _timed("plan", ctx.run_dir, started)
     return {"spec": spec.model_dump(), "metric": metric, "heldout_file": str(heldout_file), "round": 1,
             "best_adapter": None, "no_improve": 0}
 
@@ -93,23 +101,18 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
     return metrics
 
 
-def baseline(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
-    ctx = _ctx(runtime)
-    started = time.time()
-    set_status(ctx.run_dir, node="baseline")
+@loop_node("baseline")
+def baseline(state: LoopState, ctx: LoopContext) -> dict:
     metrics = _evaluate(ctx, state, None, ctx.run_dir / "base")
-    _timed("baseline", ctx.run_dir, started)
     return {"base_metrics": metrics, "best_metrics": metrics}
 
 
 # --- one round --------------------------------------------------------------------------------
 
 
-def write_prompts(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
-    ctx = _ctx(runtime)
-    started = time.time()
+@loop_node("write_prompts")
+def write_prompts(state: LoopState, ctx: LoopContext) -> dict:
     r = state["round"]
-    set_status(ctx.run_dir, node="write_prompts", round=r)
     path = round_dir(ctx.run_dir, r) / "prompts.json"
     if not path.exists():
         spec = TargetSpec.model_validate(state["spec"])
@@ -117,7 +120,6 @@ def write_prompts(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
             case "builtin":
                 batch = write_prompts_builtin(spec, ctx.config.budget.prompts_per_round, seed=ctx.config.seed * 1000 + r)
         write_json_atomic(path, batch.prompts)
-    _timed("write_prompts", ctx.run_dir, started, round=r)
     return {"prompts_file": str(path), "judged": []}
 
 
@@ -136,13 +138,11 @@ def _batch_dir(ctx: LoopContext, task: BatchTask, node: str) -> Path:
     return round_dir(ctx.run_dir, task["round"]) / node / f"batch_{task['batch']:03d}"
 
 
-def generate_batch(task: BatchTask, runtime: Runtime[LoopContext]) -> Command:
-    ctx = _ctx(runtime)
+@loop_node("generate")
+def generate_batch(task: BatchTask, ctx: LoopContext) -> Command:
     cfg = ctx.config
-    started = time.time()
     out = _batch_dir(ctx, task, "generate")
     if not (out / "manifest.jsonl").exists():
-        set_status(ctx.run_dir, node=f"generate batch {task['batch']}", round=task["round"])
         prompts = read_json(Path(task["prompts_file"]))[task["start"] : task["end"]]
         k = cfg.budget.images_per_prompt
         items = [(task["start"] + i, p, j) for i, p in enumerate(prompts) for j in range(k)]
@@ -159,28 +159,22 @@ def generate_batch(task: BatchTask, runtime: Runtime[LoopContext]) -> Command:
                 rows.append({"file": str(out / name), "prompt": p, "prompt_index": i, "seed": s,
                              "adapter": task["adapter"], "scale": 1.0})
             write_jsonl_atomic(tmp / "manifest.jsonl", rows)
-    _timed("generate", ctx.run_dir, started, round=task["round"], batch=task["batch"])
     return Command(goto=Send("judge", task))
 
 
-def judge(task: BatchTask, runtime: Runtime[LoopContext]) -> dict:
-    ctx = _ctx(runtime)
-    started = time.time()
+@loop_node("judge")
+def judge(task: BatchTask, ctx: LoopContext) -> dict:
     out = round_dir(ctx.run_dir, task["round"]) / "judge" / f"batch_{task['batch']:03d}.jsonl"
     if not out.exists():
-        set_status(ctx.run_dir, node=f"judge batch {task['batch']}", round=task["round"])
         rows = read_jsonl(_batch_dir(ctx, task, "generate") / "manifest.jsonl")
         write_jsonl_atomic(out, judge_batch(ctx.config.agents.judge.backend, rows))
-    _timed("judge", ctx.run_dir, started, round=task["round"], batch=task["batch"])
     return {"judged": [str(out)]}
 
 
-def curate(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
-    ctx = _ctx(runtime)
+@loop_node("curate")
+def curate(state: LoopState, ctx: LoopContext) -> dict:
     cfg = ctx.config
-    started = time.time()
     r = state["round"]
-    set_status(ctx.run_dir, node="curate", round=r)
     out = round_dir(ctx.run_dir, r) / "dataset"
     if not (out / "metadata.jsonl").exists():
         judgments = [j for f in state["judged"] for j in read_jsonl(Path(f))]
@@ -189,41 +183,33 @@ def curate(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
         meta = [{"file_name": f"{i:05d}.png", "text": row["text"], "weight": row["weight"], "kind": row["kind"],
                  "original_prompt": row["prompt"], "source": row["file"]} for i, row in enumerate(rows)]
         write_sft_dataset(out, meta, images)
-    _timed("curate", ctx.run_dir, started, round=r)
     return {"dataset": str(out)}
 
 
-def train(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
-    ctx = _ctx(runtime)
+@loop_node("train")
+def train(state: LoopState, ctx: LoopContext) -> dict:
     cfg = ctx.config
-    started = time.time()
     r = state["round"]
-    set_status(ctx.run_dir, node="train", round=r)
     datasets = [round_dir(ctx.run_dir, q) / "dataset" for q in range(1, r + 1)] if cfg.train.accumulate else [Path(state["dataset"])]
     datasets = [d for d in datasets if (d / "metadata.jsonl").exists() and read_jsonl(d / "metadata.jsonl")]
     if not datasets:  # nothing usable was generated: there is no candidate this round
-        _timed("train", ctx.run_dir, started, round=r, steps=0)
         return {"candidate_adapter": None}
     out = round_dir(ctx.run_dir, r) / "adapter"
     sft = SFTConfig(steps=cfg.train.steps, batch_size=cfg.train.batch_size, lr=cfg.train.learning_rate,
                     rank=cfg.train.lora_rank, alpha=cfg.train.lora_alpha or cfg.train.lora_rank,
                     seed=cfg.seed * 1000 + r, bf16=cfg.train.bf16)
     pipe = load_generator(cfg.model, None, device=cfg.device)
-    summary = train_lora_sft(pipe, datasets, out, sft, init_adapter=state.get("best_adapter"),
+    train_lora_sft(pipe, datasets, out, sft, init_adapter=state.get("best_adapter"),
                              progress=lambda step, steps, loss: maybe_die(f"train_step:{step}"))
-    _timed("train", ctx.run_dir, started, round=r, steps=summary.get("steps"))
     return {"candidate_adapter": str(out)}
 
 
-def evaluate(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
-    ctx = _ctx(runtime)
-    started = time.time()
+@loop_node("evaluate")
+def evaluate(state: LoopState, ctx: LoopContext) -> dict:
     r = state["round"]
-    set_status(ctx.run_dir, node="evaluate", round=r)
     if state.get("candidate_adapter") is None:
         return {"candidate_metrics": None}
     metrics = _evaluate(ctx, state, state["candidate_adapter"], round_dir(ctx.run_dir, r) / "eval")
-    _timed("evaluate", ctx.run_dir, started, round=r)
     return {"candidate_metrics": metrics}
 
 
@@ -253,12 +239,10 @@ def promotion(candidate: dict, best: dict, base: dict, metric: str, sigmas: floa
     return False, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} within {sigmas} x noise {noise:.3f}"
 
 
-def decide(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
-    ctx = _ctx(runtime)
+@loop_node("decide")
+def decide(state: LoopState, ctx: LoopContext) -> dict:
     cfg = ctx.config
-    started = time.time()
     r = state["round"]
-    set_status(ctx.run_dir, node="decide", round=r)
     if state.get("candidate_metrics") is None:
         promoted, gain, noise, reason = False, None, None, "no training data this round: nothing to evaluate"
     else:
@@ -276,7 +260,6 @@ def decide(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
         update["stop_reason"] = f"ran the configured {cfg.budget.rounds} rounds"
     elif update.get("no_improve", 0) >= cfg.budget.patience:
         update["stop_reason"] = f"{cfg.budget.patience} rounds in a row without promotion"
-    _timed("decide", ctx.run_dir, started, round=r)
     return update
 
 
@@ -284,12 +267,9 @@ def after_decide(state: LoopState) -> str:
     return "report" if state.get("stop_reason") else "write_prompts"
 
 
-def report(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
+@loop_node("report")
+def report(state: LoopState, ctx: LoopContext) -> dict:
     from atelier.report import write_report
 
-    ctx = _ctx(runtime)
-    started = time.time()
-    set_status(ctx.run_dir, node="report")
     path = write_report(ctx.run_dir, state)
-    _timed("report", ctx.run_dir, started)
     return {"report": str(path)}
