@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -88,6 +89,31 @@ def cmd_config_check(args) -> int:
     cfg = load_config(args.file, args.set)
     print(f"{args.file}: ok (goal: {cfg.goal!r}, model: {cfg.model}, strategy: {cfg.strategy}, rounds: {cfg.budget.rounds})")
     return 0
+
+
+# --- agents and serving -----------------------------------------------------------------------
+
+
+def cmd_agents_check(args) -> int:
+    from atelier.agents.check import check_agents, format_line
+    from atelier.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    lines = check_agents(cfg)
+    for line in lines:
+        print(format_line(line))
+    return 0 if all(line.ok for line in lines) else 1
+
+
+def cmd_serve_vlm(args) -> int:
+    from atelier.agents.serve_vllm import find_vllm, serve
+
+    executable = find_vllm()
+    if executable is None:
+        return _fail("vLLM is not installed; `pip install 'atelier[vllm]'` on a machine with a CUDA GPU")
+    extra = shlex.split(args.vllm_args)
+    return serve(executable, args.model, host=args.host, port=args.port, max_model_len=args.max_model_len,
+                 max_images=args.max_images, extra=extra, ready_timeout_s=args.ready_timeout)
 
 
 # --- generate and the shapes world ------------------------------------------------------------
@@ -191,6 +217,24 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
     chk.set_defaults(func=cmd_config_check)
 
+    agents = sub.add_parser("agents", help="check the configured agents").add_subparsers(dest="what", required=True, metavar="WHAT")
+    ach = agents.add_parser("check", help="call every configured role once: latency and whether its answer validated")
+    ach.add_argument("config", help="YAML config whose agents section is checked")
+    ach.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config field; repeatable")
+    ach.set_defaults(func=cmd_agents_check)
+
+    serve = sub.add_parser("serve", help="serve models for the agents").add_subparsers(dest="what", required=True, metavar="WHAT")
+    vlm = serve.add_parser("vlm", help="start `vllm serve MODEL` set up for judging images; Ctrl-C stops it")
+    vlm.add_argument("model", help="hub id or local path of a vision-language model, e.g. Qwen/Qwen2.5-VL-7B-Instruct")
+    vlm.add_argument("--port", type=int, default=8000)
+    vlm.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    vlm.add_argument("--max-model-len", type=int, default=8192, help="context length in tokens")
+    vlm.add_argument("--max-images", type=int, default=2, help="images per request (the pair rubric needs 2)")
+    vlm.add_argument("--ready-timeout", type=float, default=1800, help="seconds to wait for /v1/models")
+    vlm.add_argument("--vllm-args", default="", metavar="'FLAGS'",
+                     help="more flags for vllm serve, in one quoted string: --vllm-args='--trust-remote-code --dtype bfloat16'")
+    vlm.set_defaults(func=cmd_serve_vlm)
+
     gen = sub.add_parser("generate", help="generate images and a metadata.jsonl")
     gen.add_argument("--model", default="shapes", help="'shapes' for the shipped model, or a model folder")
     gen.add_argument("--prompt", action="append", help="a prompt; repeatable")
@@ -200,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="output folder")
     gen.add_argument("--adapter", help="LoRA adapter folder (diffusers format)")
     gen.add_argument("--scale", type=float, default=1.0, help="LoRA scale")
-    gen.add_argument("--steps", type=int, default=20, help="sampler steps")
+    gen.add_argument("--steps", type=int, default=12, help="sampler steps")
     gen.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
     gen.add_argument("--device", default="cpu")
     gen.set_defaults(func=cmd_generate)

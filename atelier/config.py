@@ -6,11 +6,12 @@ parsed as YAML scalars), validates, and raises ConfigError with one line naming 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -21,16 +22,80 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class AgentConfig(_Strict):
-    backend: Literal["builtin"] = Field(
-        "builtin", description="who plays this role: 'builtin' = offline rules over detector output"
+    backend: Literal["builtin", "openai"] = Field(
+        "builtin",
+        description="who plays this role: 'builtin' = offline rules over detector output; "
+        "'openai' = a model behind an OpenAI-protocol endpoint (a vLLM server or an API)",
     )
+    base_url: str | None = Field(
+        None, description="OpenAI-protocol endpoint of an 'openai' role, e.g. http://127.0.0.1:8000/v1 (vLLM)"
+    )
+    model: str | None = Field(None, description="model name the endpoint serves, e.g. Qwen/Qwen2.5-VL-7B-Instruct")
+    temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature; 0 = the most repeatable answers")
+    max_tokens: int = Field(2048, ge=16, description="longest answer the model may write, in tokens")
+    timeout_s: float = Field(120.0, gt=0, description="seconds one request may take before it counts as a transport error")
+    max_concurrency: int = Field(
+        8, ge=1, description="requests in flight at once to this endpoint (roles sharing a base_url share the bound)"
+    )
+    max_retries: int = Field(3, ge=0, description="retries, with exponential back-off, after transport errors, 429 and 5xx")
+    retry_backoff_s: float = Field(0.5, ge=0, description="first back-off delay in seconds; doubles after every retry")
+    max_reasks: int = Field(
+        2, ge=0, description="times an answer that fails validation is sent back with the error before it is recorded as failed"
+    )
+    api_key_env: str | None = Field(
+        None,
+        description="name of the environment variable holding the API key (never the key itself); "
+        "unset = no key, as a local vLLM server expects",
+    )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        # The message never repeats the value: it may be a key pasted by mistake.
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError("must name an environment variable (letters, digits, '_'), not hold the key itself")
+        return value
+
+    @model_validator(mode="after")
+    def _endpoint_named(self) -> AgentConfig:
+        if self.backend == "openai":
+            missing = [name for name in ("base_url", "model") if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"backend 'openai' needs {' and '.join(missing)}")
+        return self
 
 
 class AgentsConfig(_Strict):
     planner: AgentConfig = Field(default_factory=AgentConfig, description="goal text -> target spec")
     prompt_writer: AgentConfig = Field(default_factory=AgentConfig, description="target spec -> training prompts")
     judge: AgentConfig = Field(default_factory=AgentConfig, description="image + prompt -> judgment")
+    critic: AgentConfig = Field(default_factory=AgentConfig, description="image + prompt -> critique of what is wrong")
+    edit_writer: AgentConfig = Field(
+        default_factory=AgentConfig, description="critique + prompt (+ image) -> at most three short edit instructions"
+    )
+
+    def roles(self) -> dict[str, AgentConfig]:
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+    @model_validator(mode="after")
+    def _one_bound_per_endpoint(self) -> AgentsConfig:
+        # Roles on one server share its concurrency bound, so they must agree on it.
+        bounds: dict[str, tuple[str, int]] = {}
+        for name, agent in self.roles().items():
+            if agent.backend != "openai":
+                continue
+            url = agent.base_url.rstrip("/")
+            if url in bounds and bounds[url][1] != agent.max_concurrency:
+                other, limit = bounds[url]
+                raise ValueError(
+                    f"{name} and {other} share {url} but set max_concurrency {agent.max_concurrency} and {limit}; use one value"
+                )
+            bounds.setdefault(url, (name, agent.max_concurrency))
+        return self
 
 
 class BudgetConfig(_Strict):
@@ -57,7 +122,7 @@ class TrainConfig(_Strict):
 
 
 class GenerationConfig(_Strict):
-    steps: int = Field(20, ge=1, le=1000, description="sampler steps per image")
+    steps: int = Field(12, ge=1, le=1000, description="sampler (DDIM) steps per image")
     guidance_scale: float = Field(3.0, ge=1.0, description="classifier-free guidance scale")
     batch_size: int = Field(64, ge=1, description="images per forward batch")
 

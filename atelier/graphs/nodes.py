@@ -16,8 +16,8 @@ from langgraph.types import Command, Send
 from PIL import Image
 
 from atelier.agents.judge import judge_batch
-from atelier.agents.planner import TargetSpec, plan_builtin
-from atelier.agents.prompt_writer import heldout_prompts, write_prompts_builtin
+from atelier.agents.planner import TargetSpec, plan_builtin, plan_with_agent
+from atelier.agents.prompt_writer import heldout_prompts, write_prompts_builtin, write_prompts_with_agent
 from atelier.faults import maybe_die
 from atelier.graphs.state import BatchTask, LoopContext, LoopState, RoundRecord
 from atelier.ipr import ipr_rows
@@ -63,6 +63,8 @@ def plan(state: LoopState, ctx: LoopContext) -> dict:
     match ctx.config.agents.planner.backend:
         case "builtin":
             spec = plan_builtin(ctx.config.goal)
+        case "openai":
+            spec = plan_with_agent(ctx.config.agents.planner, ctx.config.goal, ctx.run_dir / "agents")
     metric = spec.metric if ctx.config.decide.metric == "auto" else ctx.config.decide.metric
     write_json_atomic(ctx.run_dir / "plan.json", {"goal": ctx.config.goal, "spec": spec.model_dump(), "metric": metric})
     heldout_file = ctx.run_dir / "heldout" / "prompts.json"
@@ -93,7 +95,7 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
                 img.save(tmp / name)
     rows = [{"file": str(out / "images" / name), "prompt": p, "prompt_index": i, "seed": s}
             for name, (i, p, _), s in zip(names, items, seeds)]
-    judgments = judge_batch(cfg.agents.judge.backend, rows)
+    judgments = judge_batch(cfg.agents.judge, rows)
     write_jsonl_atomic(out / "judgments.jsonl", judgments)
     metrics = summarize([ImageJudgment.model_validate(j) for j in judgments])
     metrics["seed"] = cfg.seed
@@ -119,6 +121,9 @@ def write_prompts(state: LoopState, ctx: LoopContext) -> dict:
         match ctx.config.agents.prompt_writer.backend:
             case "builtin":
                 batch = write_prompts_builtin(spec, ctx.config.budget.prompts_per_round, seed=ctx.config.seed * 1000 + r)
+            case "openai":
+                batch = write_prompts_with_agent(ctx.config.agents.prompt_writer, spec, ctx.config.budget.prompts_per_round,
+                                                 seed=ctx.config.seed * 1000 + r, record_dir=round_dir(ctx.run_dir, r) / "agents")
         write_json_atomic(path, batch.prompts)
     return {"prompts_file": str(path), "judged": []}
 
@@ -167,7 +172,7 @@ def judge(task: BatchTask, ctx: LoopContext) -> dict:
     out = round_dir(ctx.run_dir, task["round"]) / "judge" / f"batch_{task['batch']:03d}.jsonl"
     if not out.exists():
         rows = read_jsonl(_batch_dir(ctx, task, "generate") / "manifest.jsonl")
-        write_jsonl_atomic(out, judge_batch(ctx.config.agents.judge.backend, rows))
+        write_jsonl_atomic(out, judge_batch(ctx.config.agents.judge, rows))
     return {"judged": [str(out)]}
 
 

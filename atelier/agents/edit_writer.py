@@ -1,0 +1,88 @@
+"""Edit-instruction writer: critique + prompt (+ image) -> at most three edit instructions.
+
+The RPO rules: each instruction is concrete, at most eight words, and says what to change in the
+image ("Add a second blue square"), never how to change the prompt. An image the critique finds
+right needs none. The builtin writer turns the critique's deviations into instructions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from atelier.agents.backend import AgentRequest
+from atelier.agents.critic import Critique
+
+MAX_INSTRUCTIONS = 3
+MAX_WORDS = 8
+_SHORT_RELATION = {"left of": "left of", "right of": "right of", "above": "above", "below": "below"}
+
+# The word limit is in the schema itself, so a server with constrained decoding enforces it too.
+Instruction = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\S+(\s+\S+){0,7}$")]
+
+
+class EditInstructions(BaseModel):
+    """The edit-instruction writer's answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    instructions: list[Instruction] = Field(
+        max_length=MAX_INSTRUCTIONS,
+        description="2-3 concrete edits to the image, at most 8 words each, most important first; [] if it needs none",
+    )
+    rationale: str = Field(max_length=400, description="one short sentence: which deviations they fix")
+
+
+def _relation_of(phrase: str) -> str:
+    for relation in ("left of", "right of", "above", "below"):
+        if relation in phrase:
+            return relation
+    return "next to"
+
+
+def edit_builtin(critique: Critique) -> EditInstructions:
+    instructions: list[str] = []
+    for d in critique.deviations:
+        match d.kind:
+            case "missing":
+                instructions.append(f"Add {d.phrase}")
+            case "count" | "attribute":
+                instructions.append(f"Draw exactly {d.phrase}")
+            case "relation" if len(d.objects) == 2:
+                a, b = d.objects
+                instructions.append(f"Put {a} {_SHORT_RELATION.get(_relation_of(d.phrase), 'next to')} {b}")
+            case "extra":
+                instructions.append(f"Remove every {d.objects[0]}" if d.objects else "Remove the unasked shapes")
+    instructions += [f"Redraw the {a.removeprefix('the ').split(' is ')[0]} cleanly" for a in critique.artifacts]
+    kept = [i for i in instructions if len(i.split()) <= MAX_WORDS][:MAX_INSTRUCTIONS]
+    return EditInstructions(instructions=kept, rationale=f"fixes {len(kept)} of {len(critique.deviations)} deviations"
+                            if critique.deviations else "the image already matches the prompt")
+
+
+class EditRequest(AgentRequest):
+    """critique + prompt (+ image) -> edit instructions"""
+
+    role = "edit_writer"
+    mode = "default"
+    answer_schema = EditInstructions
+    prompt: str = Field(description="the prompt the image was made from")
+    critique: Critique = Field(description="the critic's answer about the image")
+    image: Path | None = Field(None, description="the image, shown to models that can see")
+
+    def template_values(self) -> dict[str, str]:
+        return {"prompt": self.prompt, "critique": self.critique.model_dump_json(indent=2),
+                "image_note": "The image is attached." if self.image else "No image is attached; work from the critique."}
+
+    def images(self) -> list[Path]:
+        return [self.image] if self.image else []
+
+    def answer_builtin(self) -> EditInstructions:
+        return edit_builtin(self.critique)
+
+    def check(self, answer: BaseModel) -> None:
+        about_prompt = [i for i in answer.instructions if "prompt" in i.lower()]
+        if about_prompt:
+            raise ValueError(f"instructions change the image, not the prompt: {about_prompt}")
+        if self.critique.deviations and not answer.instructions:
+            raise ValueError("the critique lists deviations: give at least one instruction")

@@ -1,0 +1,226 @@
+"""The `openai` backend: a model behind an OpenAI-protocol endpoint (vLLM, or an API).
+
+langchain-openai's ChatOpenAI with the role's base_url, model, temperature and timeout; answers
+constrained by the request's JSON schema (`method="json_schema"`, `include_raw=True`, so the
+raw text survives a bad answer); images inline as PNG data URLs. Around each call:
+  - a semaphore per endpoint bounds the requests in flight (shared by every role on that URL);
+  - transport errors, 408/409/429 and 5xx are retried with exponential back-off (the SDK's own
+    retries are off, so `max_retries` means what it says);
+  - an answer that is empty, not JSON, off the schema or against the request's rules is sent
+    back with the validation error, up to `max_reasks` times, then returned as a failed result
+    holding the raw text. The API key comes from the environment variable the config names and
+    is scrubbed from anything this module returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel, ValidationError
+
+from atelier.agents.backend import AgentRequest, AgentResult, Backend
+from atelier.agents.endpoints import endpoint_slots
+from atelier.agents.images import png_data_url
+from atelier.agents.templates import reask_text, render
+from atelier.config import AgentConfig, ConfigError
+
+log = logging.getLogger("atelier.agents")
+
+# A key for servers that want none (vLLM without --api-key); ChatOpenAI insists on some value,
+# and passing one stops it from picking up OPENAI_API_KEY behind the config's back.
+NO_KEY = "EMPTY"
+
+
+class AgentEndpointError(ConfigError):
+    """The endpoint refuses the role's requests (wrong URL, model name or key): a config problem."""
+
+
+class _BadAnswer(Exception):
+    """An answer that must be sent back; carries the model's text."""
+
+    def __init__(self, message: str, raw: str):
+        super().__init__(message)
+        self.raw = raw
+
+
+def _retryable(error: Exception) -> bool:
+    if isinstance(error, openai.APIConnectionError):  # includes timeouts
+        return True
+    return isinstance(error, openai.APIStatusError) and (error.status_code >= 500 or error.status_code in (408, 409, 429))
+
+
+def _refuses_us(error: Exception) -> bool:
+    return isinstance(error, openai.APIStatusError) and error.status_code in (401, 403, 404)
+
+
+def _text_of(message: AIMessage) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in message.content)
+
+
+def _without_defaults(schema, names: bool = False):
+    """The JSON schema minus `default` keywords: in strict mode every field is required anyway,
+    and some servers reject the keyword. (`names`: the keys are field names, kept as they are.)"""
+    if isinstance(schema, dict):
+        return {k: _without_defaults(v, names=k in ("properties", "$defs") and not names)
+                for k, v in schema.items() if names or k != "default"}
+    if isinstance(schema, list):
+        return [_without_defaults(v) for v in schema]
+    return schema
+
+
+def _unfenced(text: str) -> str:
+    """The JSON inside a ```json fence, which some chat models add despite the schema."""
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.split("\n", 1)[1] if "\n" in stripped else ""
+        stripped = stripped.rsplit("```", 1)[0]
+    return stripped
+
+
+def _describe(error: ValidationError, limit: int = 6) -> str:
+    parts = []
+    for e in error.errors()[:limit]:
+        where = ".".join(str(p) for p in e["loc"])
+        parts.append(f"{where}: {e['msg']}" if where else e["msg"])
+    more = f" (and {error.error_count() - limit} more)" if error.error_count() > limit else ""
+    return "; ".join(parts) + more
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+
+    def __init__(self, config: AgentConfig, role: str):
+        if config.backend != "openai" or not config.base_url or not config.model:
+            raise ConfigError(f"agents.{role}: the openai backend needs backend 'openai', base_url and model")
+        self.config = config
+        self.role = role
+        self._key = NO_KEY
+        if config.api_key_env:
+            key = os.environ.get(config.api_key_env)
+            if not key:
+                raise ConfigError(f"agents.{role}.api_key_env: environment variable {config.api_key_env} is not set")
+            self._key = key
+        self._chat = ChatOpenAI(
+            model=config.model, base_url=config.base_url, api_key=self._key, temperature=config.temperature,
+            timeout=config.timeout_s, max_retries=0, max_tokens=config.max_tokens,
+        )
+        self._slots = endpoint_slots(config.base_url, config.max_concurrency)
+        self._structured: dict[type[BaseModel], object] = {}
+
+    # --- one request --------------------------------------------------------------------------
+
+    def ask(self, request: AgentRequest) -> AgentResult:
+        started = time.perf_counter()
+        result = AgentResult(role=request.role, mode=request.mode, ok=False, answer=None, attempts=0)
+        try:
+            messages = self._messages(request)
+            for _ in range(self.config.max_reasks + 1):
+                result.attempts += 1
+                try:
+                    result.answer = self._answer(request, messages, result)
+                    result.ok = True
+                    break
+                except _BadAnswer as bad:
+                    error = self._redact(str(bad))
+                    result.raw, result.error = self._redact(bad.raw), error
+                    result.errors.append(error)
+                    messages = [*messages, AIMessage(content=bad.raw), HumanMessage(content=reask_text(error))]
+            else:
+                log.warning("%s/%s: no valid answer after %d tries: %s", request.role, request.mode, result.attempts, result.error)
+        except _TransportFailure as failure:
+            result.error = self._redact(str(failure))
+            log.warning("%s/%s: %s", request.role, request.mode, result.error)
+        if result.ok:
+            result.error = None
+        result.latency_s = time.perf_counter() - started
+        return result
+
+    def ask_many(self, requests: list[AgentRequest]) -> list[AgentResult]:
+        if len(requests) <= 1:
+            return [self.ask(r) for r in requests]
+        # The pool only keeps enough threads busy; the endpoint semaphore is what bounds requests.
+        with ThreadPoolExecutor(max_workers=min(len(requests), self.config.max_concurrency)) as pool:
+            return list(pool.map(self.ask, requests))
+
+    # --- pieces -------------------------------------------------------------------------------
+
+    def _messages(self, request: AgentRequest) -> list[BaseMessage]:
+        system, user = render(request.template, request.template_values())
+        content: list[dict] = [{"type": "text", "text": user}]
+        content += [{"type": "image_url", "image_url": {"url": png_data_url(p)}} for p in request.images()]
+        return [SystemMessage(content=system), HumanMessage(content=content)]
+
+    def _runnable(self, schema: type[BaseModel]):
+        if schema not in self._structured:
+            # A JSON schema (not the class) so that the SDK does not parse the answer itself and
+            # raise before the raw text is seen; strict=True makes every field required.
+            self._structured[schema] = self._chat.with_structured_output(
+                _without_defaults(schema.model_json_schema()), method="json_schema", include_raw=True, strict=True
+            )
+        return self._structured[schema]
+
+    def _answer(self, request: AgentRequest, messages: list[BaseMessage], result: AgentResult) -> BaseModel:
+        schema = request.answer_schema
+        try:
+            out = self._call(self._runnable(schema), messages, result)
+        except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError) as e:
+            completion = getattr(e, "completion", None)
+            raw = (completion.choices[0].message.content or "") if completion is not None else ""
+            raise _BadAnswer(f"the answer was cut off ({type(e).__name__}); answer more briefly", raw) from None
+        text = _text_of(out["raw"])
+        if not text.strip():
+            raise _BadAnswer("the answer was empty; reply with one JSON object", text)
+        # The raw text is validated, not langchain's `parsed`: its JSON parser completes
+        # truncated JSON, and a half answer must be sent back, not taken.
+        try:
+            answer = schema.model_validate_json(_unfenced(text))
+        except ValidationError as e:
+            raise _BadAnswer(_describe(e), text) from None
+        try:
+            request.check(answer)
+        except ValueError as e:
+            raise _BadAnswer(str(e), text) from None
+        result.raw = self._redact(text)
+        return answer
+
+    def _call(self, runnable, messages: list[BaseMessage], result: AgentResult) -> dict:
+        cfg = self.config
+        for attempt in range(cfg.max_retries + 1):
+            try:
+                with self._slots:
+                    return runnable.invoke(messages)
+            except openai.APIError as e:
+                if _refuses_us(e):
+                    raise AgentEndpointError(
+                        f"agents.{self.role}: {cfg.base_url} answered {e.status_code} for model {cfg.model!r}; "
+                        "check base_url, model and api_key_env"
+                    ) from None
+                if not _retryable(e):
+                    raise _TransportFailure(f"request rejected: {type(e).__name__}: {self._short(e)}") from None
+                if attempt == cfg.max_retries:
+                    raise _TransportFailure(
+                        f"gave up after {attempt + 1} tries: {type(e).__name__}: {self._short(e)}"
+                    ) from None
+            result.retries += 1
+            # Released the slot before sleeping: a back-off must not hold up other requests.
+            time.sleep(cfg.retry_backoff_s * 2**attempt * (1 + 0.25 * random.random()))
+        raise AssertionError("unreachable")
+
+    def _short(self, error: Exception) -> str:
+        return self._redact(str(error).splitlines()[0][:300] if str(error) else "")
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "[redacted]") if self._key != NO_KEY and self._key else text
+
+
+class _TransportFailure(Exception):
+    """No answer could be had from the endpoint."""

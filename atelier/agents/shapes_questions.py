@@ -1,0 +1,115 @@
+"""The shapes world's yes/no questions for a prompt, and what their answers say about the image.
+
+For "a red circle to the left of two blue squares":
+  1. Is there a red circle?                                   positive
+  2. Is there exactly one red circle?                         positive, on 1
+  3. Is there a blue square?                                  positive
+  4. Are there exactly two blue squares?                      positive, on 3
+  5. Is the red circle to the left of the blue squares?       positive, on 1 and 3
+  6. Is there a shape other than the red circle and the blue squares?   negative
+Each question comes with a Probe: the same question in a form the builtin judge checks against
+detections. `judgment_fields` turns the outcomes into the loop's judgment fields (object_ok,
+count_ok, relation_ok, ipr_correct ...), so a VLM judge and the detector fill the same rows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from atelier.agents.questions import Answer, Outcome, YesNoQuestion
+from atelier.shapes.metrics import GroupJudgment, ImageJudgment, relation_holds
+from atelier.shapes.scene import Group, Relation, Scene, caption
+from atelier.tools.detection import Detection
+
+_PHRASES = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
+_NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
+
+
+class Probe(BaseModel):
+    """A question in machine-checkable form (shapes world)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["exists", "count", "relation", "only_named"] = Field(description="what is checked")
+    objects: tuple[str, ...] = Field(description="object names involved, e.g. ('red circle',)")
+    count: int | None = Field(None, description="the exact count a 'count' probe asks for")
+    relation: Relation | None = Field(None, description="the relation a 'relation' probe asks for")
+
+
+def _noun(group: Group, plural: bool) -> str:
+    return f"{group.colour} {group.shape}s" if plural else group.name
+
+
+def shapes_questions(scene: Scene) -> tuple[list[YesNoQuestion], list[Probe]]:
+    questions: list[YesNoQuestion] = []
+    probes: list[Probe] = []
+
+    def add(text: str, probe: Probe, positive: bool = True, depends_on: list[int] | None = None) -> int:
+        qid = len(questions) + 1
+        questions.append(YesNoQuestion(id=qid, text=text, positive=positive, depends_on=depends_on or []))
+        probes.append(probe)
+        return qid
+
+    exists: list[int] = []
+    for g in scene.groups:
+        q = add(f"Is there a {g.name}?", Probe(kind="exists", objects=(g.name,)))
+        exists.append(q)
+        count_text = (f"Is there exactly one {g.name}?" if g.count == 1
+                      else f"Are there exactly {_NUMBER_WORDS[g.count]} {_noun(g, True)}?")
+        add(count_text, Probe(kind="count", objects=(g.name,), count=g.count), depends_on=[q])
+    if scene.relation is not None:
+        a, b = scene.groups
+        verb = "Is" if a.count == 1 else "Are"
+        add(f"{verb} the {_noun(a, a.count > 1)} {_PHRASES[scene.relation]} the {_noun(b, b.count > 1)}?",
+            Probe(kind="relation", objects=(a.name, b.name), relation=scene.relation), depends_on=exists)
+    named = " and ".join(f"the {_noun(g, g.count > 1)}" for g in scene.groups)
+    add(f"Is there any shape in the image other than {named}?",
+        Probe(kind="only_named", objects=tuple(g.name for g in scene.groups)), positive=False)
+    return questions, probes
+
+
+def answer_probe(probe: Probe, detections: Sequence[Detection]) -> Answer:
+    """The builtin judge's answer: the probe checked against detections."""
+    found = Counter(d.label for d in detections)
+    match probe.kind:
+        case "exists":
+            ok = found[probe.objects[0]] > 0
+        case "count":
+            ok = found[probe.objects[0]] == probe.count
+        case "relation":
+            first, second = ([d for d in detections if d.label == name] for name in probe.objects)
+            ok = relation_holds(probe.relation, first, second)
+        case "only_named":
+            ok = any(label not in probe.objects for label in found)
+    return "yes" if ok else "no"
+
+
+def judgment_fields(scene: Scene, probes: Sequence[Probe], questions: Sequence[YesNoQuestion],
+                    outcome: Mapping[int, Outcome] | None, prompt_index: int) -> dict:
+    """ImageJudgment fields from question outcomes (None = the judge gave no valid answer, which
+    counts as wrong everywhere). A group that is present but not in the asked number has
+    found = -1: a yes/no judge says that the count is off, not what it is."""
+    outcome = outcome or {}
+    said = {(p.kind, p.objects): outcome.get(q.id, "skipped") for p, q in zip(probes, questions)}
+    groups = []
+    for g in scene.groups:
+        present = said.get(("exists", (g.name,))) == "yes"
+        exact = present and said.get(("count", (g.name,))) == "yes"
+        found = g.count if exact else (-1 if present else 0)
+        groups.append(GroupJudgment(name=g.name, expected=g.count, found=found, colour_ok=present, shape_ok=present))
+    object_ok = all(g.found != 0 for g in groups)
+    count_ok = all(g.found == g.expected for g in groups)
+    relation_ok = None
+    if scene.relation is not None:
+        a, b = (g.name for g in scene.groups)
+        relation_ok = object_ok and said.get(("relation", (a, b))) == "yes"
+    judgment = ImageJudgment(
+        prompt=caption(scene), prompt_index=prompt_index, relation=scene.relation,
+        found={g.name: g.found for g in groups if g.found >= 0}, groups=groups, object_ok=object_ok,
+        count_ok=count_ok, colour_ok=object_ok, shape_ok=object_ok, relation_ok=relation_ok,
+        ipr_correct=count_ok and relation_ok is not False,
+    )
+    return judgment.model_dump()

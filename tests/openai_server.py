@@ -1,0 +1,250 @@
+"""A real HTTP server on 127.0.0.1 that speaks the OpenAI chat protocol, scripted per test.
+
+It serves GET /v1/models and POST /v1/chat/completions. A script decides each reply from the
+request body and its index: a right answer for the schema asked for (by the JSON schema's name),
+invalid JSON, JSON off the schema, an empty answer, an HTTP 500, or any of these after a delay.
+Every request's body and headers are kept, and so is the most requests ever in flight at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from atelier.shapes.heldout import is_heldout
+from atelier.shapes.scene import COLOURS, SHAPES, parse
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    content: str | None = None  # the assistant's text; None with a non-200 status
+    delay: float = 0.0
+    finish_reason: str = "stop"
+
+
+Script = Callable[[dict, int], Reply]
+
+# --- right answers, by schema name ------------------------------------------------------------
+
+
+def user_text(body: dict) -> str:
+    """The text of the first user message (the request itself, before any re-ask)."""
+    for message in body["messages"]:
+        if message["role"] == "user":
+            content = message["content"]
+            return content if isinstance(content, str) else "".join(p.get("text", "") for p in content if p["type"] == "text")
+    return ""
+
+
+def image_urls(body: dict) -> list[str]:
+    return [p["image_url"]["url"] for m in body["messages"] if isinstance(m["content"], list)
+            for p in m["content"] if p["type"] == "image_url"]
+
+
+def schema_name(body: dict) -> str:
+    return body.get("response_format", {}).get("json_schema", {}).get("name", "")
+
+
+def _plan(body: dict) -> dict:
+    return {"objects": [], "attributes": ["colour", "shape"], "relations": ["left of", "right of"], "counts": [],
+            "colours": list(COLOURS), "shapes": list(SHAPES), "style": [],
+            "questions": [{"id": 1, "text": "Is every shape drawn whole?", "positive": True, "depends_on": []}],
+            "metric": "relation_accuracy_cond", "rationale": "the goal says left and right"}
+
+
+_PHRASE = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
+
+
+def _prompts(body: dict) -> dict:
+    text = user_text(body)
+    n = int(re.search(r"Write exactly (\d+) different", text).group(1))
+    target = re.search(r"must show at least one (\w+ \w+) \(", text).group(1)
+    named = re.search(r"relations to practise: ([^(]+?) \(", text).group(1)
+    relations = ["left of"] if named.startswith("none") else named.split(", ")
+    prompts = []
+    for other in (f"{c} {s}" for c in COLOURS for s in SHAPES):
+        for relation in relations:
+            for first, second in ((target, other), (other, target)):
+                caption = f"a {first} {_PHRASE[relation]} a {second}"
+                if other != target and not is_heldout(parse(caption)) and len(prompts) < n:
+                    prompts.append({"text": caption, "target_class": target, "relation": relation, "attributes": [],
+                                    "objects": [{"name": first, "count": 1}, {"name": second, "count": 1}]})
+    return {"prompts": prompts}
+
+
+def yes_no(question: str, image_url: str) -> str:
+    """A judge with a view: nothing unasked; relations right for about half the images."""
+    if "other than" in question:
+        return "no"
+    if " of the " in question or " above the " in question or " below the " in question:
+        return "yes" if zlib.crc32(image_url.encode()) % 2 else "no"
+    return "yes"
+
+
+def _answers(body: dict) -> dict:
+    image = (image_urls(body) or [""])[0]
+    questions = re.findall(r"^(\d+)\. (.+)$", user_text(body), flags=re.M)
+    return {"answers": [{"id": int(i), "answer": yes_no(q, image)} for i, q in questions]}
+
+
+def _rubric() -> dict:
+    score = {"score": 4, "reason": "clean shapes"}
+    return {"aesthetics": score, "alignment": score, "preference": score}
+
+
+ANSWERS: dict[str, Callable[[dict], dict]] = {
+    "TargetSpec": _plan,
+    "WrittenPrompts": _prompts,
+    "Rewrites": lambda body: {"rewrites": ["one red circle to the left of a blue triangle"]},
+    "YesNoAnswers": _answers,
+    "Rubric": lambda body: _rubric(),
+    "PairRubric": lambda body: {"first": _rubric(), "second": _rubric(), "preferred": "tie", "reason": "alike"},
+    "MatchVerdict": lambda body: {"matches": True, "reason": "all there"},
+    "Critique": lambda body: {"matches_prompt": False, "poorly_rendered": ["a red circle"], "artifacts": [],
+                              "deviations": [{"kind": "missing", "phrase": "a red circle", "objects": ["red circle"],
+                                              "detail": "no red circle is drawn"}], "summary": "The red circle is missing."},
+    "EditInstructions": lambda body: {"instructions": ["Add a red circle on the left"], "rationale": "it is missing"},
+}
+
+
+def right_answer(body: dict) -> str:
+    return json.dumps(ANSWERS[schema_name(body)](body))
+
+
+# --- behaviours -------------------------------------------------------------------------------
+
+
+def correct(body: dict, n: int) -> Reply:
+    return Reply(content=right_answer(body))
+
+
+def invalid_json(body: dict, n: int) -> Reply:
+    return Reply(content='{"answers": [yes, no')
+
+
+def schema_violation(body: dict, n: int) -> Reply:
+    return Reply(content='{"verdict": "looks fine to me"}')
+
+
+def empty(body: dict, n: int) -> Reply:
+    return Reply(content="")
+
+
+def http500(body: dict, n: int) -> Reply:
+    return Reply(status=500)
+
+
+def slow(seconds: float, then: Script = correct) -> Script:
+    def script(body: dict, n: int) -> Reply:
+        reply = then(body, n)
+        reply.delay = seconds
+        return reply
+
+    return script
+
+
+def sequence(*first: Script, then: Script = correct) -> Script:
+    """The i-th request gets first[i]; the rest get `then`."""
+    return lambda body, n: (first[n] if n < len(first) else then)(body, n)
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # bursts of 32+ connections must not wait for SYN retries
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):  # a client that timed out and left: expected
+        pass
+
+
+class OpenAIServer:
+    """`with OpenAIServer(script) as server:` ... `server.url` is the base_url (…/v1)."""
+
+    def __init__(self, script: Script = correct, model: str = "scripted-vlm"):
+        self.script = script
+        self.model = model
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> OpenAIServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def schemas(self) -> list[str]:
+        return [schema_name(b) for b in self.requests]
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two small writes: no 40 ms Nagle + delayed-ACK stall
+
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path.rstrip("/") == "/v1/models":
+                    self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model", "owned_by": "tests"}]})
+                else:
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                with server._lock:
+                    n = len(server.requests)
+                    server.requests.append(body)
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    reply = server.script(body, n)
+                    time.sleep(reply.delay)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+                if reply.status != 200:
+                    self._send(reply.status, {"error": {"message": "scripted failure", "type": "server_error", "code": reply.status}})
+                    return
+                self._send(200, {
+                    "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
+                    "choices": [{"index": 0, "finish_reason": reply.finish_reason,
+                                 "message": {"role": "assistant", "content": reply.content}}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+                })
+
+        return Handler
