@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers.utils import logging as diffusers_logging
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+from transformers.utils import logging as transformers_logging
 
 from atelier.shapes.scene import VOCABULARY
 
@@ -181,6 +183,9 @@ def load_pipeline(path: str | Path = SHIPPED_MODEL_DIR, device: str = "cpu") -> 
     path = Path(path)
     if not (path / "model_index.json").exists():
         raise FileNotFoundError(f"no shapes model at {path} (expected model_index.json); run `atelier shapes train-base`")
+    # A loop loads this folder a dozen times per round: its loading bars would bury the progress.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     pipe = ShapesPipeline.from_pretrained(path)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
