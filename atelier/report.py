@@ -68,7 +68,7 @@ def write_report(run_dir: Path, state: dict) -> Path:
     grid = _grid(run_dir, best_eval, prompts, cfg_k)
 
     header = "| | " + " | ".join(_KEYS) + " | promoted |\n|" + "---|" * (len(_KEYS) + 2) + "\n"
-    lines = [f"| base | " + " | ".join(format_share(base.get(k)) for k in _KEYS) + " | |"]
+    lines = ["| base | " + " | ".join(format_share(base.get(k)) for k in _KEYS) + " | |"]
     for r in rounds:
         lines.append(f"| round {r['round']} | " + " | ".join(format_share(r["metrics"].get(k)) for k in _KEYS)
                      + f" | {'yes' if r['promoted'] else 'no'} |")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class AgentRequest(BaseModel):
@@ -45,6 +45,19 @@ class AgentRequest(BaseModel):
         """Rules the schema cannot say (answer lengths that depend on the request, the world's
         vocabulary). Raise ValueError with a message the model can act on."""
 
+
+
+class ImagePromptRequest(AgentRequest):
+    """Base of the requests about one image and the prompt it was made from."""
+
+    image: Path = Field(description="the image")
+    prompt: str = Field(description="the prompt the image was made from")
+
+    def template_values(self) -> dict[str, str]:
+        return {"prompt": self.prompt}
+
+    def images(self) -> list[Path]:
+        return [self.image]
 
 @dataclass
 class AgentResult:

@@ -15,7 +15,7 @@ from typing import Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from atelier.agents.backend import AgentRequest
+from atelier.agents.backend import ImagePromptRequest
 from atelier.shapes.detect import detect_all
 from atelier.shapes.metrics import judge_image
 from atelier.shapes.scene import parse
@@ -72,21 +72,12 @@ def critique_builtin(image: Path, prompt: str) -> Critique:
                     poorly_rendered=[d.phrase for d in deviations if d.phrase], artifacts=artifacts, summary=summary[:600])
 
 
-class CritiqueRequest(AgentRequest):
+class CritiqueRequest(ImagePromptRequest):
     """image + prompt -> critique"""
 
     role = "critic"
     mode = "default"
     answer_schema = Critique
-    image: Path = Field(description="the image criticised")
-    prompt: str = Field(description="the prompt the image was made from")
-
-    def template_values(self) -> dict[str, str]:
-        return {"prompt": self.prompt}
-
-    def images(self) -> list[Path]:
-        return [self.image]
-
     def answer_builtin(self) -> Critique:
         return critique_builtin(self.image, self.prompt)
 

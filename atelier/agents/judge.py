@@ -23,7 +23,7 @@ from typing import Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from atelier.agents.backend import AgentRequest
+from atelier.agents.backend import AgentRequest, ImagePromptRequest
 from atelier.agents.backends import backend_for
 from atelier.agents.questions import YesNoQuestion, ccsr_outcomes, ccsr_score, check_questions
 from atelier.agents.shapes_questions import Probe, answer_probe, judgment_fields, shapes_questions
@@ -152,21 +152,12 @@ class QuestionsJudgeRequest(AgentRequest):
             raise ValueError(f"questions {missing} have no answer")
 
 
-class RubricJudgeRequest(AgentRequest):
+class RubricJudgeRequest(ImagePromptRequest):
     """image + prompt -> 0-5 scores with reasons"""
 
     role = "judge"
     mode = "rubric"
     answer_schema = Rubric
-    image: Path = Field(description="the image judged")
-    prompt: str = Field(description="the prompt the image was made from")
-
-    def template_values(self) -> dict[str, str]:
-        return {"prompt": self.prompt}
-
-    def images(self) -> list[Path]:
-        return [self.image]
-
     def answer_builtin(self) -> Rubric:
         return rubric_builtin(self.image, self.prompt)
 
@@ -198,21 +189,12 @@ class PairRubricJudgeRequest(AgentRequest):
             raise ValueError(f"preferred is {answer.preferred!r} but that image has the lower preference score")
 
 
-class MatchJudgeRequest(AgentRequest):
+class MatchJudgeRequest(ImagePromptRequest):
     """image + prompt -> does it match?"""
 
     role = "judge"
     mode = "match"
     answer_schema = MatchVerdict
-    image: Path = Field(description="the image judged")
-    prompt: str = Field(description="the prompt the image was made from")
-
-    def template_values(self) -> dict[str, str]:
-        return {"prompt": self.prompt}
-
-    def images(self) -> list[Path]:
-        return [self.image]
-
     def answer_builtin(self) -> MatchVerdict:
         j = judge_image(parse(self.prompt), detect_all(Image.open(self.image).convert("RGB")))
         ok = j.ipr_correct and j.object_ok
