@@ -116,14 +116,12 @@ def _rank(rubric: Rubric) -> tuple[int, int, int]:
 # --- requests ---------------------------------------------------------------------------------
 
 
-class QuestionsJudgeRequest(AgentRequest):
+class QuestionsJudgeRequest(ImagePromptRequest):
     """image + prompt + yes/no questions -> one answer per question"""
 
     role = "judge"
     mode = "questions"
     answer_schema = YesNoAnswers
-    image: Path = Field(description="the image judged")
-    prompt: str = Field(description="the prompt the image was made from")
     questions: tuple[YesNoQuestion, ...] = Field(min_length=1, description="the questions, in order")
     probes: tuple[Probe | None, ...] = Field(
         default=(), description="machine-checkable forms of the questions for the builtin judge; None where only a model can answer"
@@ -131,9 +129,6 @@ class QuestionsJudgeRequest(AgentRequest):
 
     def template_values(self) -> dict[str, str]:
         return {"prompt": self.prompt, "questions": "\n".join(f"{q.id}. {q.text}" for q in self.questions)}
-
-    def images(self) -> list[Path]:
-        return [self.image]
 
     def answer_builtin(self) -> YesNoAnswers:
         detections = detect_all(Image.open(self.image).convert("RGB"))

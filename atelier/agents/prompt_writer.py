@@ -109,6 +109,13 @@ def _check_count(got: int, n: int) -> None:
         raise ValueError(f"wrote {got} prompts; exactly {n} were asked for")
 
 
+def _check_relations(spec: TargetSpec, scenes: list[Scene]) -> None:
+    if spec.relations:
+        off = [caption(s) for s in scenes if s.relation not in spec.relations]
+        if off:
+            raise ValueError(f"every prompt needs one of the relations {spec.relations}; these do not: {off[:6]}")
+
+
 def _mix_for(spec: TargetSpec) -> SceneMix:
     if spec.relations:
         return SceneMix(single=0, counted=0, pair=0, triple=0, related=1, max_count=3 if spec.counts else 1)
@@ -244,10 +251,7 @@ class WritePromptsRequest(AgentRequest):
         missing = [caption(s) for s in scenes if self.target_class not in {g.name for g in s.groups}]
         if missing:
             raise ValueError(f"every prompt must show a {self.target_class}; these do not: {missing[:6]}")
-        if self.spec.relations:
-            off = [caption(s) for s in scenes if s.relation not in self.spec.relations]
-            if off:
-                raise ValueError(f"every prompt needs one of the relations {self.spec.relations}; these do not: {off[:6]}")
+        _check_relations(self.spec, scenes)
 
 
 class HeldoutPromptsRequest(AgentRequest):
@@ -269,10 +273,7 @@ class HeldoutPromptsRequest(AgentRequest):
     def check(self, answer: BaseModel) -> None:
         scenes = _parse_all([p.text for p in answer.prompts], heldout=True)
         _check_count(len(answer.prompts), self.n)
-        if self.spec.relations:
-            off = [caption(s) for s in scenes if s.relation not in self.spec.relations]
-            if off:
-                raise ValueError(f"every prompt needs one of the relations {self.spec.relations}; these do not: {off[:6]}")
+        _check_relations(self.spec, scenes)
 
 
 class RewriteRequest(AgentRequest):

@@ -26,7 +26,7 @@ class RoundRecord(TypedDict):
     round: int
     metrics: dict  # held-out metrics in the shapes eval keys
     promoted: bool
-    adapter: str
+    adapter: str | None  # None when a round had no training data
     gain: float | None  # candidate - best, on the target metric
     noise: float | None  # standard error of that difference
     reason: str

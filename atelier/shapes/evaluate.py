@@ -13,6 +13,7 @@ from atelier.shapes.detect import ShapesDetector
 from atelier.shapes.heldout import heldout_scenes
 from atelier.shapes.metrics import ImageJudgment, judge_image, summarize
 from atelier.shapes.scene import Scene, caption
+from atelier.tools.generate import GenerationRequest, generate, load_generator
 
 from atelier.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
@@ -37,18 +38,11 @@ def generate_images(
     if not 1 <= images_per_prompt <= MAX_IMAGES_PER_PROMPT:
         raise ValueError(f"images_per_prompt must be in 1..{MAX_IMAGES_PER_PROMPT}, got {images_per_prompt}")
     jobs = [(i, k) for i in range(len(scenes)) for k in range(images_per_prompt)]
+    request = GenerationRequest([caption(scenes[i]) for i, _ in jobs], [image_seed(seed, i, k) for i, k in jobs],
+                                num_inference_steps, guidance_scale, batch_size)
     images: list[list[Image.Image]] = [[] for _ in scenes]
-    for start in range(0, len(jobs), batch_size):
-        batch = jobs[start : start + batch_size]
-        out = pipe(
-            [caption(scenes[i]) for i, _ in batch],
-            seeds=[image_seed(seed, i, k) for i, k in batch],
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            output_type="pil",
-        ).images
-        for (i, _), image in zip(batch, out):
-            images[i].append(image)
+    for (i, _), image in zip(jobs, generate(pipe, request)):
+        images[i].append(image)
     return images
 
 
@@ -95,8 +89,6 @@ def evaluate_model(
     images_per_prompt: int = 4,
 ) -> dict:
     """Held-out metrics of a shapes model folder ('shapes' = the shipped one), optionally with a LoRA."""
-    from atelier.tools.generate import load_generator  # loads diffusers; only needed here
-
     scenes = heldout_scenes()
     if not 1 <= n_prompts <= len(scenes):
         raise ValueError(f"n_prompts must be in 1..{len(scenes)}, got {n_prompts}")

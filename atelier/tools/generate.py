@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from atelier.shapes.model import SHIPPED_MODEL_DIR, load_pipeline
+from atelier.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS, SHIPPED_MODEL_DIR, load_pipeline
 
 ADAPTER_NAME = "atelier"
 
@@ -21,8 +21,8 @@ ADAPTER_NAME = "atelier"
 class GenerationRequest:
     prompts: list[str]
     seeds: list[int]
-    steps: int = 20
-    guidance_scale: float = 3.0
+    steps: int = DEFAULT_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE
     batch_size: int = 64
 
 
@@ -41,7 +41,8 @@ def load_generator(model: str = "shapes", adapter: str | Path | None = None, sca
 
 
 def generate(pipe, request: GenerationRequest) -> list[Image.Image]:
-    """Images in prompt order; image i depends only on (prompt i, seed i) and the settings."""
+    """Images in prompt order. Image i's starting noise comes from seed i alone; the same
+    requests in the same batches give the same pixels (CPU matmuls may differ by batch size)."""
     if len(request.prompts) != len(request.seeds):
         raise ValueError(f"{len(request.seeds)} seeds for {len(request.prompts)} prompts")
     images: list[Image.Image] = []
@@ -52,6 +53,7 @@ def generate(pipe, request: GenerationRequest) -> list[Image.Image]:
             seeds=request.seeds[start:end],
             num_inference_steps=request.steps,
             guidance_scale=request.guidance_scale,
+            output_type="pil",
         )
         images.extend(out.images)
     return images
