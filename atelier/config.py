@@ -104,7 +104,7 @@ class BudgetConfig(_Strict):
     prompts_per_round: int = Field(64, ge=1, description="new training prompts written each round")
     images_per_prompt: int = Field(4, ge=1, description="candidates generated per training prompt")
     heldout_prompts: int = Field(40, ge=1, le=80, description="held-out prompts used to evaluate (of the 80 in the split)")
-    images_per_heldout_prompt: int = Field(4, ge=1, description="images per held-out prompt at evaluation")
+    images_per_heldout_prompt: int = Field(4, ge=1, le=16, description="images per held-out prompt at evaluation (each has its own seed; 16 at most)")
     batch_prompts: int = Field(16, ge=1, description="prompts per generate/judge task (the unit of fan-out and of resume)")
 
 

@@ -97,10 +97,21 @@ def test_train_base_continues_from_a_model_folder_and_records_it(tmp_path):
     second = train_base(tmp_path / "b", BaseRecipe(seed=1, steps=1, batch_size=2, warmup=1, lr=1e-2, init_from=str(first)))
     card = json.loads((second / "recipe.json").read_text())
     assert card["recipe"]["init_from"] == str(first)
+    assert card["continued_from"]["recipe"]["seed"] == 0 and card["continued_from"]["steps_done"] == 1
     a, b = load_pipeline(first).unet.state_dict(), load_pipeline(second).unet.state_dict()
     # One step from `first` moves the weights a little; a fresh init (another seed) would be far away.
     key = "conv_in.weight"
     assert not torch.equal(a[key], b[key]) and (a[key] - b[key]).abs().max() < 0.1
+
+
+def test_schedule_steps_cuts_a_run_part_way_down_its_cosine():
+    from atelier.shapes.train_base import _lr_factor
+
+    full = BaseRecipe(steps=1000, warmup=100)
+    cut = BaseRecipe(steps=400, warmup=100, schedule_steps=1000)
+    assert [_lr_factor(s, cut) for s in range(400)] == [_lr_factor(s, full) for s in range(400)]
+    assert _lr_factor(399, cut) > 0.5 and _lr_factor(999, full) == pytest.approx(0.1, abs=1e-5)
+    assert _lr_factor(5000, full) == pytest.approx(0.1)  # past the end it stays at the floor
 
 
 def test_train_base_cli_rejects_a_bad_recipe_in_one_line(tmp_path):

@@ -34,6 +34,10 @@ class BaseRecipe(BaseModel):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, description="peak AdamW learning rate (cosine decay to 10%)")
     warmup: int = Field(200, ge=0)
+    schedule_steps: int | None = Field(
+        None, ge=1, description="length of the cosine learning-rate schedule; None = steps. Larger than steps "
+        "stops a run part-way down its schedule (how a curriculum phase was cut, reproducibly)"
+    )
     ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA of weights; the EMA is what is saved")
     caption_dropout: float = Field(0.1, ge=0, le=1, description="share of empty captions, for guidance")
     image_size: int = Field(32, ge=16)
@@ -59,7 +63,7 @@ def _batch(rng: np.random.Generator, recipe: BaseRecipe) -> tuple[torch.Tensor, 
 def _lr_factor(step: int, recipe: BaseRecipe) -> float:
     if step < recipe.warmup:
         return (step + 1) / recipe.warmup
-    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    progress = min(1.0, (step - recipe.warmup) / max(1, (recipe.schedule_steps or recipe.steps) - recipe.warmup))
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -123,7 +127,6 @@ def train_base(out_dir: str | Path, recipe: BaseRecipe, device: str = "cpu") -> 
 
 
 def _write_card(out_dir: Path, recipe: BaseRecipe, steps_done: int, wall_s: float, loss: float, device: str) -> None:
-    n_params = None
     card = {
         "recipe": recipe.model_dump(),
         "steps_done": steps_done,
@@ -132,9 +135,12 @@ def _write_card(out_dir: Path, recipe: BaseRecipe, steps_done: int, wall_s: floa
         "device": device,
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
-        "command": f"atelier shapes train-base --out {out_dir.name} --steps {recipe.steps} --seed {recipe.seed}",
+        "command": f"atelier shapes train-base --recipe recipe.json --out {out_dir.name}",
     }
-    del n_params
+    if recipe.init_from:
+        # The phase this one continued from, with its own provenance: the chain reproduces the model.
+        previous = Path(recipe.init_from) / "recipe.json"
+        card["continued_from"] = json.loads(previous.read_text()) if previous.exists() else None
     (out_dir / "recipe.json").write_text(json.dumps(card, indent=2))
     (out_dir / "README.md").write_text(
         "# shapes-world base model\n\n"
