@@ -81,6 +81,15 @@ def test_eval_cli_json_keys():
             assert 0 <= m["ci95"][0] <= m["value"] <= m["ci95"][1] <= 1
     assert metrics["n_images"] == 4 and metrics["seed"] == 2
     assert atelier("shapes", "eval", "--n", "0").returncode == 2
+    bad = atelier("shapes", "eval", "--images-per-prompt", "17")
+    assert bad.returncode == 2 and "--images-per-prompt" in bad.stderr
+
+
+def test_eval_cli_images_per_prompt_and_bf16():
+    out = atelier("shapes", "eval", "--n", "1", "--images-per-prompt", "2", "--dtype", "bfloat16", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = json.loads(out.stdout)
+    assert metrics["n_images"] == 2 and metrics["dtype"] == "bfloat16"
 
 
 def test_train_base_writes_a_loadable_pipeline_and_card(tmp_path):

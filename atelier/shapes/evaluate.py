@@ -87,11 +87,13 @@ def evaluate_model(
     seed: int = 0,
     device: str = "cpu",
     images_per_prompt: int = 4,
+    dtype: str = "float32",
 ) -> dict:
     """Held-out metrics of a shapes model folder ('shapes' = the shipped one), optionally with a LoRA."""
     scenes = heldout_scenes()
     if not 1 <= n_prompts <= len(scenes):
         raise ValueError(f"n_prompts must be in 1..{len(scenes)}, got {n_prompts}")
     pipe = load_generator(model, adapter, device=device)
+    pipe.set_compute_dtype(dtype)
     metrics = evaluate(pipe, scenes[:n_prompts], images_per_prompt=images_per_prompt, seed=seed)
-    return {**metrics, "model": model, "adapter": adapter}
+    return {**metrics, "model": model, "adapter": adapter, "dtype": dtype}
