@@ -198,13 +198,13 @@ def cmd_shapes_train_base(args) -> int:
 
 def cmd_shapes_eval(args) -> int:
     from atelier.report import format_share
-    from atelier.shapes.evaluate import evaluate_model
+    from atelier.shapes.evaluate import MAX_IMAGES_PER_PROMPT, evaluate_model
     from atelier.shapes.heldout import heldout_scenes
 
     if not 1 <= args.n <= len(heldout_scenes()):
         return _fail(f"--n must be between 1 and {len(heldout_scenes())} (the held-out prompts), got {args.n}")
-    if not 1 <= args.images_per_prompt <= 16:
-        return _fail(f"--images-per-prompt must be between 1 and 16, got {args.images_per_prompt}")
+    if not 1 <= args.images_per_prompt <= MAX_IMAGES_PER_PROMPT:
+        return _fail(f"--images-per-prompt must be between 1 and {MAX_IMAGES_PER_PROMPT}, got {args.images_per_prompt}")
     metrics = evaluate_model(args.model, args.adapter, n_prompts=args.n, seed=args.seed, device=args.device,
                              images_per_prompt=args.images_per_prompt, dtype=args.dtype)
     if args.json:

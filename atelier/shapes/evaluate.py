@@ -13,6 +13,7 @@ from atelier.shapes.detect import ShapesDetector
 from atelier.shapes.heldout import heldout_scenes
 from atelier.shapes.metrics import ImageJudgment, judge_image, summarize
 from atelier.shapes.scene import Scene, caption
+from atelier.tools.diffusers_generator import DiffusersOptions
 from atelier.tools.generate import GenerationRequest, generate, load_generator
 
 from atelier.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS
@@ -93,7 +94,6 @@ def evaluate_model(
     scenes = heldout_scenes()
     if not 1 <= n_prompts <= len(scenes):
         raise ValueError(f"n_prompts must be in 1..{len(scenes)}, got {n_prompts}")
-    pipe = load_generator(model, adapter, device=device)
-    pipe.set_compute_dtype(dtype)
+    pipe = load_generator(model, adapter, device=device, options=DiffusersOptions(dtype=dtype))
     metrics = evaluate(pipe, scenes[:n_prompts], images_per_prompt=images_per_prompt, seed=seed)
     return {**metrics, "model": model, "adapter": adapter, "dtype": dtype}
