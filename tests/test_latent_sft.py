@@ -123,10 +123,11 @@ def test_v_prediction_model_trains_on_the_v_target(tiny_sd21v, dataset, tmp_path
 
 
 def test_grad_accumulation_matches_one_big_batch(tiny_sd15, dataset, tmp_path):
-    """2 micro-batches of 2 see the same samples, noise and timesteps as 1 batch of 4 (the trainer
-    draws them per optimizer step), so losses and the adapter agree up to float rounding."""
+    """2 micro-batches of 2 see the same samples, noise, timesteps and dropped captions as 1 batch
+    of 4 (the trainer draws them per optimizer step), so losses and the adapter agree up to float
+    rounding."""
     pipe = _load(StableDiffusionPipeline, tiny_sd15)
-    exact = dict(bf16=False, steps=2, snr_gamma=None)
+    exact = dict(bf16=False, steps=2, snr_gamma=None, caption_dropout=0.5)
     one = FAST.model_copy(update={**exact, "batch_size": 4, "grad_accum": 1})
     two = FAST.model_copy(update={**exact, "batch_size": 2, "grad_accum": 2})
     train_latent_lora_sft(pipe, dataset, tmp_path / "one", one)

@@ -182,3 +182,36 @@ def test_nan_loss_is_refused(base, dataset, tmp_path):
         train_lora_sft(broken, dataset[0], tmp_path / "nan", TINY)
     assert not (tmp_path / "nan").exists()
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_drop_captions_replaces_a_share_with_the_empty_caption():
+    from atelier.tools.train_loop import drop_captions
+
+    index = torch.arange(10_000) % 7
+    assert torch.equal(drop_captions(index, 7, 0.0, torch.Generator().manual_seed(0)), index)
+    dropped = drop_captions(index, 7, 0.1, torch.Generator().manual_seed(0))
+    changed = dropped != index
+    assert (dropped[changed] == 7).all()
+    assert 0.09 < changed.float().mean().item() < 0.11
+    assert torch.equal(dropped, drop_captions(index, 7, 0.1, torch.Generator().manual_seed(0)))
+
+
+def test_caption_dropout_trains_on_the_empty_caption(base, dataset, tmp_path, monkeypatch):
+    import atelier.tools.sft as sft
+    from atelier.tools.model_inputs import encode_texts
+
+    empty = encode_texts(base, [""]).hidden[0]
+    seen = []
+    real_loss = sft.per_sample_loss
+
+    def recording_loss(unet, scheduler, x0, emb, generator):
+        seen.extend(bool(torch.equal(e, empty)) for e in emb)
+        return real_loss(unet, scheduler, x0, emb, generator)
+
+    monkeypatch.setattr(sft, "per_sample_loss", recording_loss)
+    cfg = TINY.model_copy(update={"steps": 10, "caption_dropout": 0.5})
+    sft.train_lora_sft(base, dataset[0], tmp_path / "dropout", cfg)
+    assert len(seen) == 40 and 8 <= sum(seen) <= 32  # about half of 40 samples, never all or none
+    seen.clear()
+    sft.train_lora_sft(base, dataset[0], tmp_path / "none", cfg.model_copy(update={"caption_dropout": 0.0}))
+    assert len(seen) == 40 and sum(seen) == 0

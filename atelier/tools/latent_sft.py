@@ -41,6 +41,7 @@ from atelier.tools.train_loop import (
     TrainLog,
     adapter_metadata,
     adapter_summary,
+    drop_captions,
     endless_batches,
     finished_adapter,
     init_adapter_metadata,
@@ -69,6 +70,10 @@ class LatentSFTConfig(BaseModel):
     bf16: bool = Field(True, description="bf16 autocast for the forward passes; LoRA weights stay float32")
     gradient_checkpointing: bool = Field(False, description="recompute UNet activations in backward: less memory, slower")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip LoRA gradients to this norm; None: no clipping")
+    caption_dropout: float = Field(
+        0.0, ge=0, lt=1, description="share of samples trained on the empty caption, per step (keeps guidance's "
+        "unconditional prediction anchored; diffusers' --proportion_empty_prompts)"
+    )
 
 
 def train_latent_lora_sft(
@@ -98,7 +103,7 @@ def train_latent_lora_sft(
     unet = pipe.unet
     inputs = encode_images(pipe, [load_rgb(r["path"]) for r in rows], cfg.resolution)
     x0_all = inputs.x0.to(unet.dtype)
-    text_ids = {text: i for i, text in enumerate(dict.fromkeys(r["text"] for r in rows))}
+    text_ids = {text: i for i, text in enumerate(dict.fromkeys([*(r["text"] for r in rows if r["text"]), ""]))}
     texts = list(text_ids)
     text_index = torch.tensor([text_ids[r["text"]] for r in rows])
     cached_text = None if cfg.train_text_encoder else encode_texts(pipe, texts)
@@ -121,19 +126,21 @@ def train_latent_lora_sft(
         # Separate streams, so a change in batching never changes the noise, and vice versa.
         batches = endless_batches(len(rows), cfg.batch_size * cfg.grad_accum, torch.Generator().manual_seed(cfg.seed))
         noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        dropout_gen = torch.Generator().manual_seed(cfg.seed + 2)
         autocast = dict(device_type=unet.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
 
         def micro_batches(step: int):
             idx = next(batches)
             x0 = x0_all[idx.to(unet.device)]
             noise, t = sample_noise_and_timesteps(noise_scheduler, x0, noise_gen)
+            step_text_idx = drop_captions(text_index[idx], len(texts) - 1, cfg.caption_dropout, dropout_gen)
             for part in torch.arange(len(idx)).split(cfg.batch_size):
-                rows_idx = idx[part]
+                rows_idx, text_idx = idx[part], step_text_idx[part]
                 with torch.autocast(**autocast):
                     if cached_text is None:
-                        text = encode_texts(pipe, [texts[i] for i in text_index[rows_idx]], grad=True)
+                        text = encode_texts(pipe, [texts[i] for i in text_idx], grad=True)
                     else:
-                        text = cached_text[text_index[rows_idx]]
+                        text = cached_text[text_idx]
                     time_ids = None if inputs.time_ids is None else inputs.time_ids[rows_idx]
                     errors = denoising_errors(
                         unet, noise_scheduler, x0[part], noise[part], t[part], **unet_conditioning(text, time_ids)

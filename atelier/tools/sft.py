@@ -38,6 +38,7 @@ from atelier.tools.train_loop import (
     TrainLog,
     adapter_metadata,
     adapter_summary,
+    drop_captions,
     endless_batches,
     finished_adapter,
     init_adapter_metadata,
@@ -76,17 +77,21 @@ class SFTConfig(BaseModel):
     max_grad_norm: float | None = Field(
         1.0, gt=0, description="clip the LoRA gradients to this global norm; None: no clipping"
     )
+    caption_dropout: float = Field(
+        0.0, ge=0, lt=1, description="share of samples trained on the empty caption, per step (keeps guidance's "
+        "unconditional prediction anchored)"
+    )
 
 
 # ---------------------------------------------------------------- model inputs
 
 
 def _training_tensors(pipe, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Model inputs (N, C, H, W), text embeddings of the distinct texts, each row's text index,
-    and the loss weights, all on the UNet's device."""
+    """Model inputs (N, C, H, W), text embeddings of the distinct texts (the empty caption's
+    last), each row's text index, and the loss weights, all on the UNet's device."""
     device, dtype = pipe.unet.device, pipe.unet.dtype
     x0 = images_to_model_inputs(pipe, [load_rgb(r["path"]) for r in rows])
-    text_ids = {text: i for i, text in enumerate(dict.fromkeys(r["text"] for r in rows))}
+    text_ids = {text: i for i, text in enumerate(dict.fromkeys([*(r["text"] for r in rows if r["text"]), ""]))}
     text_emb = encode_texts(pipe, list(text_ids)).hidden.to(device, dtype)
     text_index = torch.tensor([text_ids[r["text"]] for r in rows], device=device)
     weights = torch.tensor([r["weight"] for r in rows], dtype=torch.float32, device=device)
@@ -143,13 +148,15 @@ def train_lora_sft(
     # Separate streams, so a change in batching never changes the noise, and vice versa.
     batches = endless_batches(len(rows), cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
     noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    dropout_gen = torch.Generator().manual_seed(cfg.seed + 2)
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
 
     def micro_batches(step: int):
         for _ in range(cfg.grad_accum):
             idx = next(batches).to(device)
             with torch.autocast(**autocast):
-                x0, emb = x0_all[idx], text_emb[text_index[idx]]
+                texts = drop_captions(text_index[idx], len(text_emb) - 1, cfg.caption_dropout, dropout_gen)
+                x0, emb = x0_all[idx], text_emb[texts]
                 per_sample = per_sample_loss(unet, noise_scheduler, x0, emb, noise_gen)
             yield weighted_loss(per_sample, weights[idx]), {}
 

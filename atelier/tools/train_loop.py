@@ -105,6 +105,17 @@ def endless_batches(n: int, batch_size: int, generator: torch.Generator) -> Iter
         pending = pending[batch_size:]
 
 
+def drop_captions(text_index: torch.Tensor, empty_index: int, rate: float, generator: torch.Generator) -> torch.Tensor:
+    """`text_index` with a `rate` share of its entries (drawn from `generator`) set to the empty
+    caption's index. Training a LoRA only on captions lets it drift the unconditional
+    prediction, which classifier-free guidance then amplifies; dropping some captions keeps it
+    anchored, as the base model's own training did. Rate 0 draws nothing."""
+    if rate <= 0:
+        return text_index
+    drop = torch.rand(len(text_index), generator=generator) < rate
+    return torch.where(drop.to(text_index.device), torch.full_like(text_index, empty_index), text_index)
+
+
 def finished_adapter(out_dir: str | Path, config: dict) -> dict | None:
     """The metadata of the adapter already in `out_dir` when it was trained with `config`; None
     when `out_dir` does not exist. Anything else there is an error, never silently replaced."""
