@@ -111,7 +111,7 @@ class BudgetConfig(_Strict):
 class TrainConfig(_Strict):
     steps: int = Field(300, ge=1, description="LoRA optimizer steps per round")
     batch_size: int = Field(16, ge=1, description="images per optimizer step")
-    learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate of the LoRA weights")
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the LoRA weights")
     lora_rank: int = Field(8, ge=1, description="LoRA rank r")
     lora_alpha: float | None = Field(None, gt=0, description="LoRA alpha; default = rank (scale 1)")
     relabel_weight: float = Field(0.5, ge=0, description="IPR lambda: loss weight of relabelled samples")

@@ -61,6 +61,9 @@ def main() -> None:
     rows.append((f"ipr, {len(full['rounds'])} rounds (best)", best_full))
     rows.append((f"no relabelling, {len(nore['rounds'])} rounds (best)", best_nore))
     rows.append(("no relabelling, one round", nore["rounds"][0]["metrics"]))
+    # What the last round trained, promoted or not: the effect of the training itself.
+    rows.append((f"ipr, round {len(full['rounds'])} candidate", full["rounds"][-1]["metrics"]))
+    rows.append((f"no relabelling, round {len(nore['rounds'])} candidate", nore["rounds"][-1]["metrics"]))
     print(f"runs: full={run_ids['full']} no_relabel={run_ids['no_relabel']}  (held-out, Wilson 95% CIs)")
     for name, wall in walls.items():
         print(f"wall time {name}: {wall / 60:.1f} min (1 torch thread, two runs in parallel)")
