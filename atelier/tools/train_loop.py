@@ -107,9 +107,9 @@ def endless_batches(n: int, batch_size: int, generator: torch.Generator) -> Iter
 
 def drop_captions(text_index: torch.Tensor, empty_index: int, rate: float, generator: torch.Generator) -> torch.Tensor:
     """`text_index` with a `rate` share of its entries (drawn from `generator`) set to the empty
-    caption's index. Training a LoRA only on captions lets it drift the unconditional
-    prediction, which classifier-free guidance then amplifies; dropping some captions keeps it
-    anchored, as the base model's own training did. Rate 0 draws nothing."""
+    caption's index: the usual guard against a LoRA trained only on captions drifting the
+    unconditional prediction that classifier-free guidance subtracts (the base models were
+    trained so). Rate 0 draws nothing."""
     if rate <= 0:
         return text_index
     drop = torch.rand(len(text_index), generator=generator) < rate
