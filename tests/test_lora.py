@@ -185,15 +185,19 @@ def test_nan_loss_is_refused(base, dataset, tmp_path):
 
 
 def test_drop_captions_replaces_a_share_with_the_empty_caption():
-    from atelier.tools.train_loop import drop_captions
+    from atelier.tools.train_loop import caption_table, drop_captions
 
-    index = torch.arange(10_000) % 7
-    assert torch.equal(drop_captions(index, 7, 0.0, torch.Generator().manual_seed(0)), index)
-    dropped = drop_captions(index, 7, 0.1, torch.Generator().manual_seed(0))
+    texts, index = caption_table([f"caption {i % 7}" for i in range(10_000)])
+    assert len(texts) == 8 and texts[-1] == "" and index.max() == 6
+    assert torch.equal(drop_captions(index, len(texts), 0.0, torch.Generator().manual_seed(0)), index)
+    dropped = drop_captions(index, len(texts), 0.1, torch.Generator().manual_seed(0))
     changed = dropped != index
     assert (dropped[changed] == 7).all()
     assert 0.09 < changed.float().mean().item() < 0.11
-    assert torch.equal(dropped, drop_captions(index, 7, 0.1, torch.Generator().manual_seed(0)))
+    assert torch.equal(dropped, drop_captions(index, len(texts), 0.1, torch.Generator().manual_seed(0)))
+    # A sample whose caption is already empty points at the one empty entry, still last.
+    texts, index = caption_table(["a", "", "b"])
+    assert texts == ["a", "b", ""] and index.tolist() == [0, 2, 1]
 
 
 def test_caption_dropout_trains_on_the_empty_caption(base, dataset, tmp_path, monkeypatch):

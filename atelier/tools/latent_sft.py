@@ -41,6 +41,7 @@ from atelier.tools.train_loop import (
     TrainLog,
     adapter_metadata,
     adapter_summary,
+    caption_table,
     drop_captions,
     endless_batches,
     finished_adapter,
@@ -103,9 +104,7 @@ def train_latent_lora_sft(
     unet = pipe.unet
     inputs = encode_images(pipe, [load_rgb(r["path"]) for r in rows], cfg.resolution)
     x0_all = inputs.x0.to(unet.dtype)
-    text_ids = {text: i for i, text in enumerate(dict.fromkeys([*(r["text"] for r in rows if r["text"]), ""]))}
-    texts = list(text_ids)
-    text_index = torch.tensor([text_ids[r["text"]] for r in rows])
+    texts, text_index = caption_table([r["text"] for r in rows])
     cached_text = None if cfg.train_text_encoder else encode_texts(pipe, texts)
     weights = torch.tensor([r["weight"] for r in rows], dtype=torch.float32, device=unet.device)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -133,7 +132,7 @@ def train_latent_lora_sft(
             idx = next(batches)
             x0 = x0_all[idx.to(unet.device)]
             noise, t = sample_noise_and_timesteps(noise_scheduler, x0, noise_gen)
-            step_text_idx = drop_captions(text_index[idx], len(texts) - 1, cfg.caption_dropout, dropout_gen)
+            step_text_idx = drop_captions(text_index[idx], len(texts), cfg.caption_dropout, dropout_gen)
             for part in torch.arange(len(idx)).split(cfg.batch_size):
                 rows_idx, text_idx = idx[part], step_text_idx[part]
                 with torch.autocast(**autocast):

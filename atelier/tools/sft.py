@@ -38,6 +38,7 @@ from atelier.tools.train_loop import (
     TrainLog,
     adapter_metadata,
     adapter_summary,
+    caption_table,
     drop_captions,
     endless_batches,
     finished_adapter,
@@ -91,11 +92,10 @@ def _training_tensors(pipe, rows: list[dict]) -> tuple[torch.Tensor, torch.Tenso
     last), each row's text index, and the loss weights, all on the UNet's device."""
     device, dtype = pipe.unet.device, pipe.unet.dtype
     x0 = images_to_model_inputs(pipe, [load_rgb(r["path"]) for r in rows])
-    text_ids = {text: i for i, text in enumerate(dict.fromkeys([*(r["text"] for r in rows if r["text"]), ""]))}
-    text_emb = encode_texts(pipe, list(text_ids)).hidden.to(device, dtype)
-    text_index = torch.tensor([text_ids[r["text"]] for r in rows], device=device)
+    texts, text_index = caption_table([r["text"] for r in rows])
+    text_emb = encode_texts(pipe, texts).hidden.to(device, dtype)
     weights = torch.tensor([r["weight"] for r in rows], dtype=torch.float32, device=device)
-    return x0, text_emb, text_index, weights
+    return x0, text_emb, text_index.to(device), weights
 
 
 # ---------------------------------------------------------------- training
@@ -154,9 +154,9 @@ def train_lora_sft(
     def micro_batches(step: int):
         for _ in range(cfg.grad_accum):
             idx = next(batches).to(device)
+            captions = drop_captions(text_index[idx], len(text_emb), cfg.caption_dropout, dropout_gen)
             with torch.autocast(**autocast):
-                texts = drop_captions(text_index[idx], len(text_emb) - 1, cfg.caption_dropout, dropout_gen)
-                x0, emb = x0_all[idx], text_emb[texts]
+                x0, emb = x0_all[idx], text_emb[captions]
                 per_sample = per_sample_loss(unet, noise_scheduler, x0, emb, noise_gen)
             yield weighted_loss(per_sample, weights[idx]), {}
 

@@ -105,15 +105,23 @@ def endless_batches(n: int, batch_size: int, generator: torch.Generator) -> Iter
         pending = pending[batch_size:]
 
 
-def drop_captions(text_index: torch.Tensor, empty_index: int, rate: float, generator: torch.Generator) -> torch.Tensor:
-    """`text_index` with a `rate` share of its entries (drawn from `generator`) set to the empty
-    caption's index: the usual guard against a LoRA trained only on captions drifting the
-    unconditional prediction that classifier-free guidance subtracts (the base models were
-    trained so). Rate 0 draws nothing."""
+def caption_table(captions: list[str]) -> tuple[list[str], torch.Tensor]:
+    """The distinct captions, the empty caption always last (what `drop_captions` swaps in), and
+    each sample's index into them; texts are encoded once per distinct caption."""
+    texts = list(dict.fromkeys([*(c for c in captions if c), ""]))
+    position = {text: i for i, text in enumerate(texts)}
+    return texts, torch.tensor([position[c] for c in captions])
+
+
+def drop_captions(text_index: torch.Tensor, n_texts: int, rate: float, generator: torch.Generator) -> torch.Tensor:
+    """`text_index` (into a `caption_table` of `n_texts` captions) with a `rate` share of its
+    entries, drawn from `generator`, set to the empty caption: the usual guard against a LoRA
+    trained only on captions drifting the unconditional prediction that classifier-free guidance
+    subtracts (the base models were trained so). Rate 0 draws nothing."""
     if rate <= 0:
         return text_index
     drop = torch.rand(len(text_index), generator=generator) < rate
-    return torch.where(drop.to(text_index.device), torch.full_like(text_index, empty_index), text_index)
+    return torch.where(drop.to(text_index.device), torch.full_like(text_index, n_texts - 1), text_index)
 
 
 def finished_adapter(out_dir: str | Path, config: dict) -> dict | None:
