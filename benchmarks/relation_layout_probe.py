@@ -10,6 +10,10 @@ The same measure on the mean of ground-truth renders is the reference (it must b
 and 50% is what a model blind to relations scores. Held-out pairs and pairs the base saw are
 probed separately, so a model that memorised its pairs shows as a gap between the two.
 
+It also prints the relation metric's chance floor: `relation_accuracy_cond` of ground-truth
+renders with the relation dropped (random layout, perfect objects) on the whole held-out split.
+A model scoring near it has no relation ability, whatever the figure looks like.
+
     .venv/bin/python benchmarks/relation_layout_probe.py [--model PATH] [--adapter DIR] [--seeds 16]
 """
 
@@ -20,6 +24,8 @@ import argparse
 import numpy as np
 import torch
 
+from atelier.report import format_share
+from atelier.shapes.evaluate import judge_images
 from atelier.shapes.heldout import heldout_scenes
 from atelier.shapes.model import DEFAULT_STEPS
 from atelier.shapes.render import PALETTE, render
@@ -74,6 +80,14 @@ def seen_scenes(n: int) -> list[Scene]:
     return scenes
 
 
+def relation_floor(renders_per_scene: int = 16) -> dict:
+    """relation_accuracy_cond of relation-blind renders of every held-out scene (a share with its CI)."""
+    scenes = heldout_scenes()
+    images = [[render(Scene(groups=s.groups), seed=1000 * i + k) for k in range(renders_per_scene)]
+              for i, s in enumerate(scenes)]
+    return judge_images(scenes, images)[1]["relation_accuracy_cond"]
+
+
 def summary(margins: list[float]) -> str:
     right = sum(m > 0 for m in margins)
     return f"{right:3d}/{len(margins)} ({right / len(margins):.2f}), mean margin {np.mean(margins):+5.2f} px"
@@ -100,6 +114,8 @@ def main() -> None:
         model = [margin(first_step_x0(pipe, caption(s), args.seeds, args.guidance), s) for s in scenes]
         print(f"{split:15s} ground-truth renders  {summary(truth)}")
         print(f"{split:15s} {label[:20]:20s}  {summary(model)}")
+    print(f"relation accuracy (cond.) of relation-blind renders, whole held-out split x 16: "
+          f"{format_share(relation_floor(), 3)} (the metric's chance floor)")
 
 
 if __name__ == "__main__":
