@@ -32,9 +32,8 @@ from atelier.shapes.render import PALETTE, render
 from atelier.shapes.sampling import SceneMix, draw_scene
 from atelier.shapes.scene import Scene, caption
 from atelier.tools.generate import load_generator
+from atelier.tools.model_inputs import images_to_model_inputs
 
-SIZE = 32
-_YS, _XS = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
 _PALETTE = {name: np.array(rgb) / 127.5 - 1.0 for name, rgb in PALETTE.items()}
 
 
@@ -47,25 +46,31 @@ def margin(image: np.ndarray, scene: Scene) -> float:
     the first sampling step, where no pixel is near any palette colour.
     """
     first, second = scene.groups
+    size = image.shape[0]
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
     firstness = ((image - _PALETTE[second.colour]) ** 2).sum(-1) - ((image - _PALETTE[first.colour]) ** 2).sum(-1)
     firstness = firstness - firstness.mean()
     axis = "x" if scene.relation in ("left of", "right of") else "y"
-    offset = (_XS if axis == "x" else _YS) - (SIZE - 1) / 2
+    offset = (xs if axis == "x" else ys) - (size - 1) / 2
     sign = -1.0 if scene.relation in ("left of", "above") else 1.0
     return float(sign * (firstness * offset).sum() / np.abs(firstness).sum())
 
 
 @torch.no_grad()
 def first_step_x0(pipe, text: str, seeds: int, guidance: float) -> np.ndarray:
-    """The guided x0 prediction at the sampler's first timestep, averaged over `seeds` noises."""
+    """The guided x0 prediction (H, W, 3) at the sampler's first timestep, averaged over `seeds`
+    noises drawn as the pipeline draws them."""
+    if pipe.scheduler.config.prediction_type != "v_prediction":
+        raise ValueError(f"the probe reads v-prediction models, not {pipe.scheduler.config.prediction_type!r}")
+    size = pipe.unet.config.sample_size
     pipe.scheduler.set_timesteps(DEFAULT_STEPS)
     t = pipe.scheduler.timesteps[0]
     alpha_bar = pipe.scheduler.alphas_cumprod[int(t)].double()
-    noise = torch.stack([torch.randn(3, SIZE, SIZE, generator=torch.Generator().manual_seed(s)) for s in range(seeds)])
+    noise = torch.stack([torch.randn(3, size, size, generator=torch.Generator().manual_seed(s)) for s in range(seeds)])
     cond = torch.cat([pipe.encode([""] * seeds), pipe.encode([text] * seeds)])
     uncond, text_pred = pipe.unet(torch.cat([noise, noise]), t, encoder_hidden_states=cond).sample.chunk(2)
     v = (uncond + guidance * (text_pred - uncond)).double()
-    x0 = alpha_bar.sqrt() * noise.double() - (1 - alpha_bar).sqrt() * v  # v-prediction
+    x0 = alpha_bar.sqrt() * noise.double() - (1 - alpha_bar).sqrt() * v
     return x0.mean(0).permute(1, 2, 0).numpy()
 
 
@@ -86,6 +91,13 @@ def relation_floor(renders_per_scene: int = 16) -> dict:
     images = [[render(Scene(groups=s.groups), seed=1000 * i + k) for k in range(renders_per_scene)]
               for i, s in enumerate(scenes)]
     return judge_images(scenes, images)[1]["relation_accuracy_cond"]
+
+
+def truth_mean(pipe, scene: Scene, renders: int) -> np.ndarray:
+    """The mean of `renders` ground-truth renders of `scene` at the model's size, (H, W, 3) in [-1, 1]."""
+    size = pipe.unet.config.sample_size
+    images = images_to_model_inputs(pipe, [render(scene, k, size) for k in range(renders)])
+    return images.double().mean(0).permute(1, 2, 0).cpu().numpy()
 
 
 def summary(margins: list[float]) -> str:
@@ -109,8 +121,7 @@ def main() -> None:
     print(f"first-group colour on the named side, x0 at the first sampling step, mean of {args.seeds} noises, "
           f"guidance {args.guidance}")
     for split, scenes in splits.items():
-        truth = [margin(np.mean([np.asarray(render(s, k), np.float64) / 127.5 - 1 for k in range(args.seeds)], 0), s)
-                 for s in scenes]
+        truth = [margin(truth_mean(pipe, s, args.seeds), s) for s in scenes]
         model = [margin(first_step_x0(pipe, caption(s), args.seeds, args.guidance), s) for s in scenes]
         print(f"{split:15s} ground-truth renders  {summary(truth)}")
         print(f"{split:15s} {label[:20]:20s}  {summary(model)}")
