@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from atelier.atomic import write_json_atomic, write_text_atomic
 from atelier.runs import read_json, round_dir
 from atelier.shapes.metrics import difference_ci
+from atelier.shapes.references import REFERENCE_KINDS
 
 _KEYS = ("object_accuracy", "count_accuracy", "relation_accuracy_cond", "relation_accuracy_uncond", "visor_4")
 
@@ -50,6 +51,8 @@ def write_report(run_dir: Path, state: dict) -> Path:
     best_adapter = state.get("best_adapter")
     best = state.get("best_metrics", base)
     best_round = next((r["round"] for r in rounds if r["adapter"] == best_adapter), None)
+    references_file = run_dir / "base" / "references.json"
+    references = read_json(references_file) if references_file.exists() else {}
     data = {
         "goal": read_json(run_dir / "plan.json")["goal"],
         "metric": metric,
@@ -60,6 +63,8 @@ def write_report(run_dir: Path, state: dict) -> Path:
         "stop_reason": state.get("stop_reason"),
         # best - base with Newcombe's 95% interval (conservative for these paired evaluations)
         "gain": {k: difference_ci(best[k], base[k]) for k in (metric, "object_accuracy")},
+        # The same prompts judged on ground-truth renders, with and without the relation (shapes world).
+        "references": references,
     }
     write_json_atomic(out / "report.json", data)
     prompts = read_json(Path(state["heldout_file"]))
@@ -74,12 +79,16 @@ def write_report(run_dir: Path, state: dict) -> Path:
                      + f" | {'yes' if r['promoted'] else 'no'} |")
     lines.append(f"| best ({'round ' + str(best_round) if best_round else 'base'}) | "
                  + " | ".join(format_share(best.get(k)) for k in _KEYS) + " | |")
+    for kind, m in references.items():
+        lines.append(f"| {REFERENCE_KINDS[kind]} | " + " | ".join(format_share(m.get(k)) for k in _KEYS) + " | |")
     gain = data["gain"][metric]
     gain_text = "n/a" if gain is None else f"{gain['value']:+.3f}, 95% CI [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]"
+    scale_text = "".join(f" {REFERENCE_KINDS[kind].capitalize()}: {format_share(m.get(metric))}."
+                         for kind, m in references.items())
     md = (
         f"# atelier run {run_dir.name}\n\n**Goal:** {data['goal']}\n\n"
         f"**Target metric:** `{metric}` on {len(prompts)} held-out prompts: base {format_share(base[metric])} -> best "
-        f"{format_share(best[metric])} (gain {gain_text}).\n\n**Stopped:** {data['stop_reason']}\n\n"
+        f"{format_share(best[metric])} (gain {gain_text}).{scale_text}\n\n**Stopped:** {data['stop_reason']}\n\n"
         "Values are held-out metrics with Wilson 95% intervals.\n\n" + header + "\n".join(lines) + "\n\n"
         f"![held-out prompts, base (left) vs best (right)](heldout_grid.png)\n\nRows (first {min(8, len(prompts))} held-out prompts):\n\n"
         + "".join(f"{i + 1}. {p}\n" for i, p in enumerate(prompts[:8]))
@@ -94,7 +103,7 @@ def write_report(run_dir: Path, state: dict) -> Path:
         f"{html.escape(run_dir.name)}</title><style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}"
         "td,th{padding:4px 8px;border-bottom:1px solid #ddd}img{image-rendering:pixelated}</style></head><body>"
         f"<h1>atelier run {html.escape(run_dir.name)}</h1><p><b>Goal:</b> {html.escape(data['goal'])}</p>"
-        f"<p><b>{html.escape(metric)}</b>: base {format_share(base[metric])} &rarr; best {format_share(best[metric])} (gain {gain_text})</p>"
+        f"<p><b>{html.escape(metric)}</b>: base {format_share(base[metric])} &rarr; best {format_share(best[metric])} (gain {gain_text}).{html.escape(scale_text)}</p>"
         f"<p><b>Stopped:</b> {html.escape(str(data['stop_reason']))}</p>"
         "<table><tr><th></th>" + "".join(f"<th>{k}</th>" for k in _KEYS) + "<th>promoted</th></tr>" + table + "</table>"
         f"<h2>Held-out prompts: base (left) vs best (right)</h2><img src='{grid.name}' alt='grid'><ol>{rows_html}</ol>"

@@ -34,6 +34,10 @@ def test_outputs_are_on_disk(finished_run):
         assert (run_dir / r / "decision.json").exists()
     report = json.loads((run_dir / "report" / "report.json").read_text())
     assert len(report["rounds"]) == 2 and report["metric"] == "relation_accuracy_cond"
+    # Chance level and ceiling of the same held-out prompts, in the JSON and the summary.
+    chance = report["references"]["relation_blind_renders"]["relation_accuracy_cond"]["value"]
+    assert chance < report["references"]["renders"]["relation_accuracy_cond"]["value"]
+    assert "(chance)" in (run_dir / "report" / "report.md").read_text()
     for judgment in (run_dir / "round_001" / "judge" / "batch_000.jsonl").read_text().splitlines():
         j = json.loads(judgment)
         assert {"prompt", "file", "detections", "ipr_correct", "count_ok", "relation_ok", "seed"} <= set(j)

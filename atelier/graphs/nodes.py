@@ -24,6 +24,7 @@ from atelier.ipr import ipr_rows
 from atelier.atomic import staged_dir, write_json_atomic, write_jsonl_atomic
 from atelier.runs import read_json, read_jsonl, round_dir, set_status
 from atelier.shapes.metrics import ImageJudgment, summarize
+from atelier.shapes.references import reference_metrics
 from atelier.tools.generate import GenerationRequest, generate, generation_options, load_generator
 from atelier.tools.sft import SFTConfig, train_lora_sft, write_sft_dataset
 
@@ -106,6 +107,13 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
 @loop_node("baseline")
 def baseline(state: LoopState, ctx: LoopContext) -> dict:
     metrics = _evaluate(ctx, state, None, ctx.run_dir / "base")
+    references_file = ctx.run_dir / "base" / "references.json"
+    # Chance and ceiling of the same prompts and seeds; only the built-in detector judges them for free.
+    if ctx.config.agents.judge.backend == "builtin" and not references_file.exists():
+        cfg = ctx.config
+        write_json_atomic(references_file, reference_metrics(
+            read_json(Path(state["heldout_file"])), cfg.budget.images_per_heldout_prompt,
+            lambda i, k: image_seed(cfg.seed, 0, i, k)))
     return {"base_metrics": metrics, "best_metrics": metrics}
 
 
