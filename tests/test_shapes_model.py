@@ -130,3 +130,33 @@ def test_train_base_cli_rejects_a_bad_recipe_in_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == (
         "atelier: error: recipe field steps: Input should be greater than or equal to 1")
     assert not (tmp_path / "m").exists()
+
+
+def test_a_layout_pool_reuses_shared_layout_seeds(monkeypatch):
+    import numpy as np
+
+    import atelier.shapes.train_base as tb
+
+    seeds = []
+    real_render = tb.render
+    monkeypatch.setattr(tb, "render", lambda scene, seed, size: seeds.append(seed) or real_render(scene, seed, size))
+    tb._batch(np.random.default_rng(0), BaseRecipe(batch_size=32, layout_pool=3))
+    assert set(seeds) <= {0, 1, 2} and len(set(seeds)) > 1
+    seeds.clear()
+    tb._batch(np.random.default_rng(0), BaseRecipe(batch_size=8))
+    assert len(set(seeds)) == 8  # fresh layouts by default
+
+
+def test_min_timestep_bounds_the_training_timesteps_and_keeps_the_default_draw():
+    import torch
+
+    from atelier.shapes.model import training_scheduler
+    from atelier.tools.diffusion_loss import sample_noise_and_timesteps
+
+    x0 = torch.zeros(64, 3, 8, 8)
+    _, late = sample_noise_and_timesteps(training_scheduler(), x0, torch.Generator().manual_seed(0), min_timestep=975)
+    assert late.min() >= 975 and late.max() <= 999
+    _, default = sample_noise_and_timesteps(training_scheduler(), x0, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    torch.randn(x0.shape, generator=g)
+    assert torch.equal(default, torch.randint(0, 1000, (64,), generator=g))

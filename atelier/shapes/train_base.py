@@ -43,6 +43,15 @@ class BaseRecipe(BaseModel):
     image_size: int = Field(32, ge=16)
     bf16: bool = Field(True, description="bf16 autocast for the forward pass (CPU and CUDA)")
     mix: SceneMix = Field(default_factory=SceneMix)
+    layout_pool: int | None = Field(
+        None, ge=1, description="draw every layout from this many shared seeds instead of a fresh one per image. "
+        "Scenes of one structure then share their boxes: a curriculum that lets relations be learned, which "
+        "random layouts alone do not in a CPU budget (BENCHMARKS.md, layout curriculum). None = fresh layouts"
+    )
+    min_timestep: int = Field(
+        0, ge=0, le=999, description="train on timesteps from this one up (of 1000). 975 trains only where the input "
+        "holds almost no image, so the target is the caption's expected layout: the relation phase"
+    )
     save_every: int = Field(500, ge=1)
     init_from: str | None = Field(
         None, description="model folder to continue from (a curriculum phase); None trains from scratch"
@@ -53,7 +62,8 @@ def _batch(rng: np.random.Generator, recipe: BaseRecipe) -> tuple[torch.Tensor, 
     images, texts = [], []
     for _ in range(recipe.batch_size):
         scene = draw_scene(rng, recipe.mix)
-        img = np.asarray(render(scene, int(rng.integers(2**31)), recipe.image_size), np.float32)
+        layout_seed = int(rng.integers(recipe.layout_pool or 2**31))
+        img = np.asarray(render(scene, layout_seed, recipe.image_size), np.float32)
         images.append(img / 127.5 - 1.0)
         texts.append("" if rng.random() < recipe.caption_dropout else caption(scene))
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
@@ -100,7 +110,8 @@ def train_base(out_dir: str | Path, recipe: BaseRecipe, device: str = "cpu") -> 
                                  return_tensors="pt").input_ids.to(device)
             with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=recipe.bf16):
                 emb = pipe.text_encoder(ids).last_hidden_state
-                loss = weighted_loss(per_sample_loss(pipe.unet, noise_scheduler, x, emb, gen), None)
+                loss = weighted_loss(per_sample_loss(pipe.unet, noise_scheduler, x, emb, gen,
+                                                         min_timestep=recipe.min_timestep), None)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
             opt.zero_grad(set_to_none=True)

@@ -14,11 +14,12 @@ from diffusers.training_utils import compute_snr
 
 
 def sample_noise_and_timesteps(
-    scheduler, x0: torch.Tensor, generator: torch.Generator | None = None
+    scheduler, x0: torch.Tensor, generator: torch.Generator | None = None, min_timestep: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian noise shaped like `x0` and one training timestep per sample (drawn in this order)."""
+    """Gaussian noise shaped like `x0` and one training timestep per sample from
+    [min_timestep, num_train_timesteps) (drawn in this order)."""
     noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+    t = torch.randint(min_timestep, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
     return noise, t
 
 
@@ -77,10 +78,11 @@ def per_sample_loss(
     generator: torch.Generator | None = None,
     added_cond_kwargs: dict | None = None,
     snr_gamma: float | None = None,
+    min_timestep: int = 0,
 ) -> torch.Tensor:
-    """Fresh noise and timesteps, then the denoising error per sample (float32), min-SNR weighted
-    when `snr_gamma` is given."""
-    noise, t = sample_noise_and_timesteps(scheduler, x0, generator)
+    """Fresh noise and timesteps (from min_timestep up), then the denoising error per sample
+    (float32), min-SNR weighted when `snr_gamma` is given."""
+    noise, t = sample_noise_and_timesteps(scheduler, x0, generator, min_timestep)
     errors = denoising_errors(unet, scheduler, x0, noise, t, text_emb, added_cond_kwargs)
     return errors if snr_gamma is None else errors * min_snr_weights(scheduler, t, snr_gamma)
 
