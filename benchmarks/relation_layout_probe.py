@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from atelier.report import format_share
-from atelier.shapes.evaluate import judge_images
 from atelier.shapes.heldout import heldout_scenes
 from atelier.shapes.model import DEFAULT_STEPS
+from atelier.shapes.references import reference_metrics
 from atelier.shapes.render import PALETTE, render
 from atelier.shapes.sampling import SceneMix, draw_scene
 from atelier.shapes.scene import Scene, caption
@@ -87,10 +87,9 @@ def seen_scenes(n: int) -> list[Scene]:
 
 def relation_floor(renders_per_scene: int = 16) -> dict:
     """relation_accuracy_cond of relation-blind renders of every held-out scene (a share with its CI)."""
-    scenes = heldout_scenes()
-    images = [[render(Scene(groups=s.groups), seed=1000 * i + k) for k in range(renders_per_scene)]
-              for i, s in enumerate(scenes)]
-    return judge_images(scenes, images)[1]["relation_accuracy_cond"]
+    captions = [caption(s) for s in heldout_scenes()]
+    blind = reference_metrics(captions, renders_per_scene, lambda i, k: 1000 * i + k, kinds=["relation_blind_renders"])
+    return blind["relation_blind_renders"]["relation_accuracy_cond"]
 
 
 def truth_mean(pipe, scene: Scene, renders: int) -> np.ndarray:

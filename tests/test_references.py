@@ -20,3 +20,8 @@ def test_scenes_without_a_relation_have_no_relation_figure():
     refs = reference_metrics(["two red circles and a blue square"], 2, lambda i, k: k)
     assert refs["relation_blind_renders"]["relation_accuracy_cond"]["value"] is None
     assert refs["renders"]["object_accuracy"]["value"] == refs["relation_blind_renders"]["object_accuracy"]["value"]
+
+
+def test_kinds_pick_which_references_are_drawn():
+    refs = reference_metrics(["a red square to the left of a blue circle"], 2, lambda i, k: k, kinds=["relation_blind_renders"])
+    assert list(refs) == ["relation_blind_renders"]

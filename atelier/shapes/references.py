@@ -12,7 +12,7 @@ figure looks like (BENCHMARKS.md: the shipped base).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from atelier.shapes.evaluate import judge_images
 from atelier.shapes.render import render
@@ -24,15 +24,23 @@ REFERENCE_KINDS = {
 }
 
 
-def reference_metrics(captions: Sequence[str], images_per_prompt: int, seed_of: Callable[[int, int], int]) -> dict:
-    """{kind: metrics} for each kind in REFERENCE_KINDS; image k of prompt i is drawn with seed_of(i, k)."""
+def _drawn(kind: str, scene: Scene) -> Scene:
+    match kind:
+        case "renders":
+            return scene
+        case "relation_blind_renders":
+            return Scene(groups=scene.groups)
+    raise ValueError(f"unknown reference kind {kind!r}; known: {list(REFERENCE_KINDS)}")
+
+
+def reference_metrics(
+    captions: Sequence[str], images_per_prompt: int, seed_of: Callable[[int, int], int],
+    kinds: Iterable[str] = tuple(REFERENCE_KINDS),
+) -> dict:
+    """{kind: metrics} for each of `kinds`; image k of prompt i is drawn with seed_of(i, k)."""
     scenes = [parse(c) for c in captions]
-    drawn = {
-        "renders": lambda s: s,
-        "relation_blind_renders": lambda s: Scene(groups=s.groups),
-    }
     return {
-        kind: judge_images(scenes, [[render(draw(s), seed_of(i, k)) for k in range(images_per_prompt)]
+        kind: judge_images(scenes, [[render(_drawn(kind, s), seed_of(i, k)) for k in range(images_per_prompt)]
                                     for i, s in enumerate(scenes)])[1]
-        for kind, draw in drawn.items()
+        for kind in kinds
     }
