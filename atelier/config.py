@@ -124,6 +124,10 @@ class TrainConfig(_Strict):
         "unconditional prediction that classifier-free guidance subtracts (0 = off; 0.1 cost the shapes demo 2-4 "
         "points of object accuracy)",
     )
+    min_timestep: int = Field(
+        0, ge=0, le=999, description="train only on timesteps from this one up (of 1000). Where objects sit, and so "
+        "which relation holds, is decided in the noisiest steps; 0 = the usual uniform draw",
+    )
 
 
 class GenerationConfig(_Strict):

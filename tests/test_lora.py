@@ -219,3 +219,14 @@ def test_caption_dropout_trains_on_the_empty_caption(base, dataset, tmp_path, mo
     seen.clear()
     sft.train_lora_sft(base, dataset[0], tmp_path / "none", cfg.model_copy(update={"caption_dropout": 0.0}))
     assert len(seen) == 40 and sum(seen) == 0
+
+
+def test_min_timestep_trains_only_on_late_timesteps(base, dataset, tmp_path, monkeypatch):
+    from atelier.tools import diffusion_loss
+
+    seen = []
+    real = diffusion_loss.denoising_errors
+    monkeypatch.setattr(diffusion_loss, "denoising_errors",
+                        lambda unet, sch, x0, noise, t, emb, *a: seen.append(t.clone()) or real(unet, sch, x0, noise, t, emb, *a))
+    train_lora_sft(base, dataset[0], tmp_path / "late", TINY.model_copy(update={"min_timestep": 975}))
+    assert len(seen) == TINY.steps and all(t.min() >= 975 for t in seen)

@@ -160,3 +160,33 @@ def test_min_timestep_bounds_the_training_timesteps_and_keeps_the_default_draw()
     g = torch.Generator().manual_seed(0)
     torch.randn(x0.shape, generator=g)
     assert torch.equal(default, torch.randint(0, 1000, (64,), generator=g))
+
+
+def test_a_drill_puts_related_scenes_at_pooled_layouts_first_and_leaves_the_rest_as_the_mix(monkeypatch):
+    import numpy as np
+
+    import atelier.shapes.train_base as tb
+    from atelier.shapes.train_base import RelationDrill
+
+    drawn = []
+    real_render = tb.render
+    monkeypatch.setattr(tb, "render", lambda scene, seed, size: drawn.append((scene, seed)) or real_render(scene, seed, size))
+    recipe = BaseRecipe(batch_size=16, caption_dropout=0.0, drill=RelationDrill(share=0.25, layout_pool=2))
+    _, texts = tb._batch(np.random.default_rng(0), recipe)
+    drill, rest = drawn[:4], drawn[4:]
+    assert all(scene.relation is not None and seed in (0, 1) for scene, seed in drill)
+    assert len({seed for _, seed in rest}) == 12  # the rest keeps fresh layouts
+    assert any(scene.relation is None for scene, _ in rest)  # and the recipe's own mix
+    assert all(" of " in t or " above " in t or " below " in t for t in texts[:4])
+
+
+def test_a_drill_trains_its_share_on_late_timesteps_only(monkeypatch, tmp_path):
+    import atelier.shapes.train_base as tb
+    from atelier.shapes.train_base import RelationDrill
+
+    calls = []
+    real_loss = tb.per_sample_loss
+    monkeypatch.setattr(tb, "per_sample_loss", lambda unet, sch, x, emb, gen, min_timestep=0:
+                        calls.append((x.shape[0], min_timestep)) or real_loss(unet, sch, x, emb, gen, min_timestep=min_timestep))
+    tb.train_base(tmp_path / "m", BaseRecipe(steps=1, batch_size=8, image_size=16, drill=RelationDrill(share=0.25)))
+    assert calls == [(6, 0), (2, 975)]

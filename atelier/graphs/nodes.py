@@ -211,7 +211,8 @@ def train(state: LoopState, ctx: LoopContext) -> dict:
     out = round_dir(ctx.run_dir, r) / "adapter"
     sft = SFTConfig(steps=cfg.train.steps, batch_size=cfg.train.batch_size, lr=cfg.train.learning_rate,
                     rank=cfg.train.lora_rank, alpha=cfg.train.lora_alpha or cfg.train.lora_rank,
-                    seed=cfg.seed * 1000 + r, bf16=cfg.train.bf16, caption_dropout=cfg.train.caption_dropout)
+                    seed=cfg.seed * 1000 + r, bf16=cfg.train.bf16, caption_dropout=cfg.train.caption_dropout,
+                    min_timestep=cfg.train.min_timestep)
     pipe = load_generator(cfg.model, None, device=cfg.device)
     train_lora_sft(pipe, datasets, out, sft, init_adapter=state.get("best_adapter"),
                              progress=lambda step, steps, loss: maybe_die(f"train_step:{step}"))

@@ -27,6 +27,16 @@ from atelier.shapes.scene import caption
 from atelier.tools.diffusion_loss import per_sample_loss, weighted_loss
 
 
+class RelationDrill(BaseModel):
+    """A share of every batch spent on related scenes at shared layouts and late timesteps, the rest
+    trained as usual: relations are taught without the object skills paying for it (BENCHMARKS.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    share: float = Field(0.25, gt=0, lt=1, description="share of each batch that is drill samples")
+    layout_pool: int = Field(8, ge=1, description="drill layouts come from this many shared seeds")
+    min_timestep: int = Field(975, ge=0, le=999, description="drill samples train on timesteps from this one up")
+
+
 class BaseRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = Field(0, description="seeds weights, scene draws and noise")
@@ -52,17 +62,32 @@ class BaseRecipe(BaseModel):
         0, ge=0, le=999, description="train on timesteps from this one up (of 1000). 975 trains only where the input "
         "holds almost no image, so the target is the caption's expected layout: the relation phase"
     )
+    drill: RelationDrill | None = Field(
+        None, description="mix relation drill samples into every batch; None = none (layout_pool and "
+        "min_timestep above then apply to the whole batch)"
+    )
     save_every: int = Field(500, ge=1)
     init_from: str | None = Field(
         None, description="model folder to continue from (a curriculum phase); None trains from scratch"
     )
 
 
+_DRILL_MIX = SceneMix(single=0, counted=0, pair=0, triple=0, related=1.0)
+
+
+def _drill_size(recipe: BaseRecipe) -> int:
+    return 0 if recipe.drill is None else max(1, round(recipe.drill.share * recipe.batch_size))
+
+
 def _batch(rng: np.random.Generator, recipe: BaseRecipe) -> tuple[torch.Tensor, list[str]]:
+    """Images in [-1, 1] and captions; the first `_drill_size` samples are the drill."""
     images, texts = [], []
-    for _ in range(recipe.batch_size):
-        scene = draw_scene(rng, recipe.mix)
-        layout_seed = int(rng.integers(recipe.layout_pool or 2**31))
+    n_drill = _drill_size(recipe)
+    for i in range(recipe.batch_size):
+        drilled = i < n_drill
+        scene = draw_scene(rng, _DRILL_MIX.model_copy(update={"max_count": recipe.mix.max_count}) if drilled else recipe.mix)
+        pool = recipe.drill.layout_pool if drilled else recipe.layout_pool
+        layout_seed = int(rng.integers(pool or 2**31))
         img = np.asarray(render(scene, layout_seed, recipe.image_size), np.float32)
         images.append(img / 127.5 - 1.0)
         texts.append("" if rng.random() < recipe.caption_dropout else caption(scene))
@@ -110,8 +135,12 @@ def train_base(out_dir: str | Path, recipe: BaseRecipe, device: str = "cpu") -> 
                                  return_tensors="pt").input_ids.to(device)
             with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=recipe.bf16):
                 emb = pipe.text_encoder(ids).last_hidden_state
-                loss = weighted_loss(per_sample_loss(pipe.unet, noise_scheduler, x, emb, gen,
-                                                         min_timestep=recipe.min_timestep), None)
+                n = _drill_size(recipe)
+                parts = [per_sample_loss(pipe.unet, noise_scheduler, x[n:], emb[n:], gen, min_timestep=recipe.min_timestep)]
+                if n:
+                    parts.append(per_sample_loss(pipe.unet, noise_scheduler, x[:n], emb[:n], gen,
+                                                 min_timestep=recipe.drill.min_timestep))
+                loss = weighted_loss(torch.cat(parts), None)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
             opt.zero_grad(set_to_none=True)

@@ -82,6 +82,10 @@ class SFTConfig(BaseModel):
         0.0, ge=0, lt=1, description="share of samples trained on the empty caption, per step (keeps guidance's "
         "unconditional prediction anchored)"
     )
+    min_timestep: int = Field(
+        0, ge=0, le=999, description="train on timesteps from this one up (of 1000); a layout (which relation "
+        "holds) is decided at the first, noisiest steps, so a high value spends the steps on it"
+    )
 
 
 # ---------------------------------------------------------------- model inputs
@@ -157,7 +161,7 @@ def train_lora_sft(
             captions = drop_captions(text_index[idx], len(text_emb), cfg.caption_dropout, dropout_gen)
             with torch.autocast(**autocast):
                 x0, emb = x0_all[idx], text_emb[captions]
-                per_sample = per_sample_loss(unet, noise_scheduler, x0, emb, noise_gen)
+                per_sample = per_sample_loss(unet, noise_scheduler, x0, emb, noise_gen, min_timestep=cfg.min_timestep)
             yield weighted_loss(per_sample, weights[idx]), {}
 
     with staged_dir(out_dir) as stage:
