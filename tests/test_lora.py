@@ -208,9 +208,9 @@ def test_caption_dropout_trains_on_the_empty_caption(base, dataset, tmp_path, mo
     seen = []
     real_loss = sft.per_sample_loss
 
-    def recording_loss(unet, scheduler, x0, emb, generator):
+    def recording_loss(unet, scheduler, x0, emb, generator, **kwargs):
         seen.extend(bool(torch.equal(e, empty)) for e in emb)
-        return real_loss(unet, scheduler, x0, emb, generator)
+        return real_loss(unet, scheduler, x0, emb, generator, **kwargs)
 
     monkeypatch.setattr(sft, "per_sample_loss", recording_loss)
     cfg = TINY.model_copy(update={"steps": 10, "caption_dropout": 0.5})
