@@ -190,3 +190,4 @@ def test_a_drill_trains_its_share_on_late_timesteps_only(monkeypatch, tmp_path):
                         calls.append((x.shape[0], min_timestep)) or real_loss(unet, sch, x, emb, gen, min_timestep=min_timestep))
     tb.train_base(tmp_path / "m", BaseRecipe(steps=1, batch_size=8, image_size=16, drill=RelationDrill(share=0.25)))
     assert calls == [(6, 0), (2, 975)]
+    assert "relation drill: {'share': 0.25" in (tmp_path / "m" / "README.md").read_text()

@@ -192,7 +192,8 @@ def _write_card(out_dir: Path, recipe: BaseRecipe, steps_done: int, wall_s: floa
         f"- steps: {steps_done} of {recipe.steps}, batch {recipe.batch_size}, lr {recipe.lr}, seed {recipe.seed}\n"
         + (f"- continued from: {recipe.init_from}\n" if recipe.init_from else "")
         + f"- scene mix: {recipe.mix.model_dump()}\n"
-        f"- caption dropout: {recipe.caption_dropout}; EMA decay {recipe.ema_decay}; bf16 autocast {recipe.bf16}\n"
+        + (f"- relation drill: {recipe.drill.model_dump()}\n" if recipe.drill else "")
+        + f"- caption dropout: {recipe.caption_dropout}; EMA decay {recipe.ema_decay}; bf16 autocast {recipe.bf16}\n"
         f"- wall time: {wall_s / 60:.1f} min on {device} ({platform.machine()}, {torch.get_num_threads()} threads)\n"
         f"- final training loss (mean of last 100 steps): {loss:.4f}\n\n"
         "Sampler (scheduler/): DPM-Solver++ 2M, trailing timesteps, 8 steps, guidance 3.\n\n"
