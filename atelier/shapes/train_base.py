@@ -72,9 +72,6 @@ class BaseRecipe(BaseModel):
     )
 
 
-_DRILL_MIX = SceneMix(single=0, counted=0, pair=0, triple=0, related=1.0)
-
-
 def _drill_size(recipe: BaseRecipe) -> int:
     return 0 if recipe.drill is None else max(1, round(recipe.drill.share * recipe.batch_size))
 
@@ -83,9 +80,10 @@ def _batch(rng: np.random.Generator, recipe: BaseRecipe) -> tuple[torch.Tensor, 
     """Images in [-1, 1] and captions; the first `_drill_size` samples are the drill."""
     images, texts = [], []
     n_drill = _drill_size(recipe)
+    drill_mix = SceneMix(single=0, counted=0, pair=0, triple=0, related=1.0, max_count=recipe.mix.max_count)
     for i in range(recipe.batch_size):
         drilled = i < n_drill
-        scene = draw_scene(rng, _DRILL_MIX.model_copy(update={"max_count": recipe.mix.max_count}) if drilled else recipe.mix)
+        scene = draw_scene(rng, drill_mix if drilled else recipe.mix)
         pool = recipe.drill.layout_pool if drilled else recipe.layout_pool
         layout_seed = int(rng.integers(pool or 2**31))
         img = np.asarray(render(scene, layout_seed, recipe.image_size), np.float32)
