@@ -9,8 +9,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from atelier.atomic import write_json_atomic, write_text_atomic
-from atelier.runs import read_json, round_dir
+from atelier.runs import read_json, read_jsonl, round_dir
 from atelier.shapes.metrics import difference_ci
+from atelier.shapes.paired import paired_difference
 from atelier.shapes.references import REFERENCE_KINDS
 
 _KEYS = ("object_accuracy", "count_accuracy", "relation_accuracy_cond", "relation_accuracy_uncond", "visor_4")
@@ -43,6 +44,24 @@ def _grid(run_dir: Path, best_eval: Path, prompts: list[str], k: int, rows: int 
     return path
 
 
+def _paired_gains(base_eval: Path, best_eval: Path, keys: tuple[str, ...]) -> dict:
+    """best - base per key with a 95% interval from the paired standard error; a key is left out
+    when the two evaluations' judgments are not on disk, not on the same prompts and seeds, or
+    have nothing to count for it."""
+    try:
+        base_rows, best_rows = read_jsonl(base_eval / "judgments.jsonl"), read_jsonl(best_eval / "judgments.jsonl")
+    except OSError:
+        return {}
+    gains = {}
+    for key in keys:
+        try:
+            g, se = paired_difference(best_rows, base_rows, key)
+        except (ValueError, KeyError):
+            continue
+        gains[key] = {"value": g, "ci95": [g - 1.96 * se, g + 1.96 * se], "se": se}
+    return gains
+
+
 def write_report(run_dir: Path, state: dict) -> Path:
     out = run_dir / "report"
     rounds = state.get("rounds", [])
@@ -53,6 +72,7 @@ def write_report(run_dir: Path, state: dict) -> Path:
     best_round = next((r["round"] for r in rounds if r["adapter"] == best_adapter), None)
     references_file = run_dir / "base" / "references.json"
     references = read_json(references_file) if references_file.exists() else {}
+    best_eval = round_dir(run_dir, best_round) / "eval" if best_round else run_dir / "base"
     data = {
         "goal": read_json(run_dir / "plan.json")["goal"],
         "metric": metric,
@@ -63,12 +83,13 @@ def write_report(run_dir: Path, state: dict) -> Path:
         "stop_reason": state.get("stop_reason"),
         # best - base with Newcombe's 95% interval (conservative for these paired evaluations)
         "gain": {k: difference_ci(best[k], base[k]) for k in (metric, "object_accuracy")},
+        # the same, with the paired standard error of atelier.shapes.paired (what decide uses)
+        "gain_paired": _paired_gains(run_dir / "base", best_eval, (metric, "object_accuracy")),
         # The same prompts judged on ground-truth renders, with and without the relation (shapes world).
         "references": references,
     }
     write_json_atomic(out / "report.json", data)
     prompts = read_json(Path(state["heldout_file"]))
-    best_eval = round_dir(run_dir, best_round) / "eval" if best_round else run_dir / "base"
     cfg_k = len([p for p in (run_dir / "base" / "images").glob("p000_*.png")])
     grid = _grid(run_dir, best_eval, prompts, cfg_k)
 
@@ -83,6 +104,9 @@ def write_report(run_dir: Path, state: dict) -> Path:
         lines.append(f"| {REFERENCE_KINDS[kind]} | " + " | ".join(format_share(m.get(k)) for k in _KEYS) + " | |")
     gain = data["gain"][metric]
     gain_text = "n/a" if gain is None else f"{gain['value']:+.3f}, 95% CI [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]"
+    if gain is not None and data["gain_paired"].get(metric):
+        lo, hi = data["gain_paired"][metric]["ci95"]
+        gain_text += f"; paired 95% CI [{lo:+.3f}, {hi:+.3f}]"
     scale_text = "".join(f" {REFERENCE_KINDS[kind].capitalize()}: {format_share(m.get(metric))}."
                          for kind, m in references.items())
     md = (

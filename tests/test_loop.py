@@ -38,6 +38,9 @@ def test_outputs_are_on_disk(finished_run):
     chance = report["references"]["relation_blind_renders"]["relation_accuracy_cond"]["value"]
     assert chance < report["references"]["renders"]["relation_accuracy_cond"]["value"]
     assert "(chance)" in (run_dir / "report" / "report.md").read_text()
+    # best - base also with the paired interval: the same point estimate, its own width.
+    paired, newcombe = report["gain_paired"]["object_accuracy"], report["gain"]["object_accuracy"]
+    assert paired["value"] == pytest.approx(newcombe["value"]) and paired["ci95"][0] <= paired["value"] <= paired["ci95"][1]
     for judgment in (run_dir / "round_001" / "judge" / "batch_000.jsonl").read_text().splitlines():
         j = json.loads(judgment)
         assert {"prompt", "file", "detections", "ipr_correct", "count_ok", "relation_ok", "seed"} <= set(j)

@@ -24,6 +24,7 @@ from atelier.ipr import ipr_rows
 from atelier.atomic import staged_dir, write_json_atomic, write_jsonl_atomic
 from atelier.runs import read_json, read_jsonl, round_dir, set_status
 from atelier.shapes.metrics import ImageJudgment, summarize
+from atelier.shapes.paired import paired_difference
 from atelier.shapes.references import reference_metrics
 from atelier.tools.generate import GenerationRequest, generate, generation_options, load_generator
 from atelier.tools.sft import SFTConfig, train_lora_sft, write_sft_dataset
@@ -240,18 +241,34 @@ def _value(metrics: dict, key: str) -> tuple[float, float]:
     return m["value"], (hi - lo) / (2 * 1.96)
 
 
-def promotion(candidate: dict, best: dict, base: dict, metric: str, sigmas: float, max_object_drop: float) -> tuple[bool, float, float, str]:
-    """The rule: promote iff gain > sigmas * sqrt(se_c^2 + se_b^2) on the target metric and
-    held-out object accuracy is no more than max_object_drop below the base's."""
+def promotion(candidate: dict, best: dict, base: dict, metric: str, sigmas: float, max_object_drop: float,
+              paired: tuple[float, float] | None = None) -> tuple[bool, float, float, str]:
+    """The rule: promote iff gain > sigmas * (standard error of the gain) on the target metric and
+    held-out object accuracy is no more than max_object_drop below the base's. The standard
+    error is `paired` (gain, se) when given: both evaluations on the same prompts and seeds
+    (atelier.shapes.paired); otherwise sqrt(se_c^2 + se_b^2) from the two Wilson intervals."""
     c, se_c = _value(candidate, metric)
     b, se_b = _value(best, metric)
-    gain, noise = c - b, math.sqrt(se_c**2 + se_b**2)
+    gain, noise = (c - b, math.sqrt(se_c**2 + se_b**2)) if paired is None else paired
+    kind = "noise" if paired is None else "paired noise"
     obj_drop = base["object_accuracy"]["value"] - candidate["object_accuracy"]["value"]
     if obj_drop > max_object_drop:
         return False, gain, noise, f"object accuracy fell {obj_drop:.3f} below the base (limit {max_object_drop})"
     if gain > sigmas * noise:
-        return True, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} > {sigmas} x noise {noise:.3f}"
-    return False, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} within {sigmas} x noise {noise:.3f}"
+        return True, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} > {sigmas} x {kind} {noise:.3f}"
+    return False, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} within {sigmas} x {kind} {noise:.3f}"
+
+
+def _paired_gain(ctx: LoopContext, state: LoopState, r: int) -> tuple[float, float] | None:
+    """Candidate minus best on the target metric with its paired standard error, from the two
+    evaluations' judgments on disk; None where they cannot be paired (then the Wilson rule)."""
+    best = state.get("best_adapter")
+    best_eval = ctx.run_dir / "base" if best is None else Path(best).parent / "eval"
+    try:
+        return paired_difference(read_jsonl(round_dir(ctx.run_dir, r) / "eval" / "judgments.jsonl"),
+                                 read_jsonl(best_eval / "judgments.jsonl"), state["metric"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 @loop_node("decide")
@@ -262,7 +279,8 @@ def decide(state: LoopState, ctx: LoopContext) -> dict:
         promoted, gain, noise, reason = False, None, None, "no training data this round: nothing to evaluate"
     else:
         promoted, gain, noise, reason = promotion(state["candidate_metrics"], state["best_metrics"], state["base_metrics"],
-                                                  state["metric"], cfg.decide.noise_sigmas, cfg.decide.max_object_drop)
+                                                  state["metric"], cfg.decide.noise_sigmas, cfg.decide.max_object_drop,
+                                                  _paired_gain(ctx, state, r) if cfg.decide.paired else None)
     record = RoundRecord(round=r, metrics=state["candidate_metrics"] or {}, promoted=promoted, adapter=state["candidate_adapter"],
                          gain=gain, noise=noise, reason=reason)
     write_json_atomic(round_dir(ctx.run_dir, r) / "decision.json", record)

@@ -1,0 +1,131 @@
+"""The paired standard error of a held-out gain, and its use by `decide`."""
+
+import json
+import random
+
+import pytest
+
+from atelier.config import Config
+from atelier.graphs.nodes import _paired_gain, promotion
+from atelier.graphs.state import LoopContext
+from atelier.shapes.metrics import share
+from atelier.shapes.paired import paired_difference
+
+
+def _row(prompt_index: int, k: int, relation_ok: bool, object_ok: bool = True) -> dict:
+    return {"prompt_index": prompt_index, "seed": 1000 * prompt_index + k, "relation": "left of",
+            "object_ok": object_ok, "relation_ok": relation_ok and object_ok, "count_ok": object_ok,
+            "groups": [{"name": "red circle", "expected": 1, "found": int(object_ok)}]}
+
+
+def _evaluation(outcomes: list[list[bool]]) -> list[dict]:
+    return [_row(i, k, ok) for i, images in enumerate(outcomes) for k, ok in enumerate(images)]
+
+
+def test_identical_evaluations_differ_by_zero_with_zero_noise():
+    rows = _evaluation([[True, False], [True, True], [False, False]])
+    assert paired_difference(rows, rows, "relation_accuracy_cond") == (0.0, 0.0)
+
+
+def test_hand_computed_example():
+    # Old: prompt 0 one of two right, prompt 1 none. New: both prompts gain one image.
+    old = _evaluation([[True, False], [False, False]])
+    new = _evaluation([[True, True], [True, False]])
+    gain, se = paired_difference(new, old, "relation_accuracy_cond")
+    # R_old = 1/4, R_new = 3/4; influences (a - R n)/N: old (1-0.5)/4, (0-0.5)/4; new (2-1.5)/4, (1-1.5)/4.
+    # new - old per prompt: 0, 0 -> the gain is the same on both prompts, so no spread at all.
+    assert gain == pytest.approx(0.5) and se == pytest.approx(0.0)
+    new = _evaluation([[True, True], [False, False]])  # now only prompt 0 gains
+    gain, se = paired_difference(new, old, "relation_accuracy_cond")
+    d0, d1 = (2 - 0.5 * 2) / 4 - (1 - 0.25 * 2) / 4, (0 - 0.5 * 2) / 4 - (0 - 0.25 * 2) / 4
+    assert gain == pytest.approx(0.25) and se == pytest.approx((2 * (d0**2 + d1**2)) ** 0.5)
+
+
+def test_objects_missing_leave_the_conditional_denominator():
+    old = [_row(0, 0, True), _row(0, 1, False, object_ok=False), _row(1, 0, False), _row(1, 1, True)]
+    new = [_row(0, 0, True), _row(0, 1, True), _row(1, 0, False), _row(1, 1, True)]
+    gain, _ = paired_difference(new, old, "relation_accuracy_cond")
+    assert gain == pytest.approx(3 / 4 - 2 / 3)
+    gain, _ = paired_difference(new, old, "object_accuracy")
+    assert gain == pytest.approx(1 / 4)
+
+
+def _bootstrap_sd(new: list[dict], old: list[dict], rounds: int = 2000) -> float:
+    by_prompt_new, by_prompt_old = {}, {}
+    for r in new:
+        by_prompt_new.setdefault(r["prompt_index"], []).append(r)
+    for r in old:
+        by_prompt_old.setdefault(r["prompt_index"], []).append(r)
+    prompts, rng, diffs = sorted(by_prompt_new), random.Random(0), []
+
+    def rate(rows):
+        counted = [r for r in rows if r["object_ok"]]
+        return sum(r["relation_ok"] for r in counted) / len(counted)
+
+    for _ in range(rounds):
+        pick = [rng.choice(prompts) for _ in prompts]
+        diffs.append(rate([r for i in pick for r in by_prompt_new[i]]) - rate([r for i in pick for r in by_prompt_old[i]]))
+    mean = sum(diffs) / rounds
+    return (sum((d - mean) ** 2 for d in diffs) / rounds) ** 0.5
+
+
+def test_paired_noise_matches_a_bootstrap_and_is_below_the_independent_rule():
+    rng = random.Random(3)
+    # 60 prompts of 8 images, prompts differ in difficulty; the candidate fixes a few images only.
+    old_outcomes = [[rng.random() < p for _ in range(8)] for p in (rng.uniform(0.2, 0.9) for _ in range(60))]
+    new_outcomes = [[ok or rng.random() < 0.08 for ok in images] for images in old_outcomes]
+    old, new = _evaluation(old_outcomes), _evaluation(new_outcomes)
+    gain, se = paired_difference(new, old, "relation_accuracy_cond")
+    assert se == pytest.approx(_bootstrap_sd(new, old), rel=0.15)
+    wilson = [share(sum(r["relation_ok"] for r in rows), len(rows)) for rows in (new, old)]
+    independent = sum(((hi - lo) / (2 * 1.96)) ** 2 for lo, hi in (w["ci95"] for w in wilson)) ** 0.5
+    assert gain > 0 and se < 0.6 * independent
+
+
+def test_unpaired_or_unknown_inputs_are_refused():
+    rows = _evaluation([[True, False], [True, True]])
+    shifted = [dict(r, seed=r["seed"] + 1) for r in rows]
+    with pytest.raises(ValueError, match="same prompts and seeds"):
+        paired_difference(rows, shifted, "relation_accuracy_cond")
+    with pytest.raises(ValueError, match="no paired difference"):
+        paired_difference(rows, rows, "visor_4")
+
+
+def _metrics(relation: float, objects: float = 0.8, half_width: float = 0.06) -> dict:
+    def m(v):
+        return {"value": v, "ci95": [v - half_width, v + half_width], "n": 640}
+
+    return {"relation_accuracy_cond": m(relation), "object_accuracy": m(objects)}
+
+
+def test_promotion_uses_the_paired_noise_when_given():
+    base = best = _metrics(0.70)
+    candidate = _metrics(0.72)
+    promoted, _, noise, reason = promotion(candidate, best, base, "relation_accuracy_cond", 1.0, 0.03)
+    assert not promoted and noise == pytest.approx((2 * (0.06 / 1.96) ** 2) ** 0.5)
+    promoted, gain, noise, reason = promotion(candidate, best, base, "relation_accuracy_cond", 1.0, 0.03, paired=(0.02, 0.008))
+    assert promoted and (gain, noise) == (0.02, 0.008) and "paired noise" in reason
+    # The object guard still applies first.
+    promoted, *_ = promotion(_metrics(0.80, objects=0.70), best, base, "relation_accuracy_cond", 1.0, 0.03, paired=(0.1, 0.01))
+    assert not promoted
+
+
+def _write(path, rows):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "judgments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_decide_pairs_the_candidate_with_the_best_so_far(tmp_path):
+    ctx = LoopContext(config=Config(goal="get left/right right for two objects"), run_dir=tmp_path)
+    base = _evaluation([[False, False], [True, False], [False, True]])
+    round1 = _evaluation([[True, False], [True, False], [False, True]])
+    round2 = _evaluation([[True, True], [True, False], [False, True]])
+    _write(tmp_path / "base", base)
+    _write(tmp_path / "round_001" / "eval", round1)
+    _write(tmp_path / "round_002" / "eval", round2)
+    state = {"metric": "relation_accuracy_cond", "best_adapter": None}
+    assert _paired_gain(ctx, state, 1) == paired_difference(round1, base, "relation_accuracy_cond")
+    state["best_adapter"] = str(tmp_path / "round_001" / "adapter")
+    assert _paired_gain(ctx, state, 2) == paired_difference(round2, round1, "relation_accuracy_cond")
+    # No judgments for the candidate (an evaluation by another judge, say): the Wilson rule decides.
+    assert _paired_gain(ctx, state, 3) is None
