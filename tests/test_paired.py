@@ -13,9 +13,12 @@ from atelier.shapes.paired import paired_difference
 
 
 def _row(prompt_index: int, k: int, relation_ok: bool, object_ok: bool = True) -> dict:
-    return {"prompt_index": prompt_index, "seed": 1000 * prompt_index + k, "relation": "left of",
-            "object_ok": object_ok, "relation_ok": relation_ok and object_ok, "count_ok": object_ok,
-            "groups": [{"name": "red circle", "expected": 1, "found": int(object_ok)}]}
+    """A stored judgments.jsonl row: where the image sits, and its ImageJudgment fields."""
+    return {"prompt_index": prompt_index, "seed": 1000 * prompt_index + k, "prompt": "a red circle to the left of a blue square",
+            "relation": "left of", "found": {"red circle": int(object_ok)},
+            "groups": [{"name": "red circle", "expected": 1, "found": int(object_ok), "colour_ok": object_ok, "shape_ok": object_ok}],
+            "object_ok": object_ok, "count_ok": object_ok, "colour_ok": object_ok, "shape_ok": object_ok,
+            "relation_ok": relation_ok and object_ok, "ipr_correct": relation_ok and object_ok}
 
 
 def _evaluation(outcomes: list[list[bool]]) -> list[dict]:

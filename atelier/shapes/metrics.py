@@ -118,26 +118,41 @@ def share(successes: int, total: int) -> dict:
     return {"value": successes / total, "ci95": list(wilson_interval(successes, total)), "n": total}
 
 
+SHARE_KEYS = ("object_accuracy", "count_accuracy", "count_accuracy_multi", "colour_accuracy", "shape_accuracy",
+              "relation_accuracy_cond", "relation_accuracy_uncond", "ipr_accuracy")
+
+
+def image_counts(j: ImageJudgment) -> dict[str, tuple[int, int]]:
+    """What one image adds to each share metric, as (successes, trials): the one definition
+    that `summarize` and the paired comparison (atelier.shapes.paired) both count with."""
+    multi = [g for g in j.groups if 2 <= g.expected <= 3]
+    related = j.relation is not None
+    return {
+        "object_accuracy": (int(j.object_ok), 1),
+        "count_accuracy": (int(j.count_ok), 1),
+        "count_accuracy_multi": (sum(g.found == g.expected for g in multi), len(multi)),
+        "colour_accuracy": (int(j.colour_ok), 1),
+        "shape_accuracy": (int(j.shape_ok), 1),
+        "relation_accuracy_cond": (int(bool(j.relation_ok)), 1) if related and j.object_ok else (0, 0),
+        "relation_accuracy_uncond": (int(bool(j.relation_ok)), 1) if related else (0, 0),
+        "ipr_accuracy": (int(j.ipr_correct), 1),
+    }
+
+
 def summarize(judgments: Sequence[ImageJudgment]) -> dict:
     """Aggregate metrics over judged images (prompts are told apart by `prompt_index`)."""
-    n = len(judgments)
-    multi = [g for j in judgments for g in j.groups if 2 <= g.expected <= 3]
-    related = [j for j in judgments if j.relation is not None]
-    both_found = [j for j in related if j.object_ok]
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for j in judgments:
+        for key, (successes, trials) in image_counts(j).items():
+            totals[key][0] += successes
+            totals[key][1] += trials
     right_per_prompt: dict[int, int] = defaultdict(int)
-    for j in related:
-        right_per_prompt[j.prompt_index] += bool(j.relation_ok)
-    metrics = {
-        "n_images": n,
-        "object_accuracy": share(sum(j.object_ok for j in judgments), n),
-        "count_accuracy": share(sum(j.count_ok for j in judgments), n),
-        "count_accuracy_multi": share(sum(g.found == g.expected for g in multi), len(multi)),
-        "colour_accuracy": share(sum(j.colour_ok for j in judgments), n),
-        "shape_accuracy": share(sum(j.shape_ok for j in judgments), n),
-        "relation_accuracy_cond": share(sum(bool(j.relation_ok) for j in both_found), len(both_found)),
-        "relation_accuracy_uncond": share(sum(bool(j.relation_ok) for j in related), len(related)),
-        "ipr_accuracy": share(sum(j.ipr_correct for j in judgments), n),
-    }
+    for j in judgments:
+        if j.relation is not None:
+            right_per_prompt[j.prompt_index] += bool(j.relation_ok)
+    metrics = {"n_images": len(judgments)}
+    for key in SHARE_KEYS:
+        metrics[key] = share(*totals[key])
     for level in VISOR_LEVELS:
         metrics[f"visor_{level}"] = share(sum(k >= level for k in right_per_prompt.values()), len(right_per_prompt))
     return metrics

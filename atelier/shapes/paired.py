@@ -14,24 +14,13 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 
-# metric -> (numerator, denominator) of one judged image, as in `metrics.summarize`
-_COUNT = {
-    "object_accuracy": lambda j: (int(j["object_ok"]), 1),
-    "count_accuracy": lambda j: (int(j["count_ok"]), 1),
-    "count_accuracy_multi": lambda j: (sum(g["found"] == g["expected"] for g in _multi(j)), len(_multi(j))),
-    "relation_accuracy_cond": lambda j: ((int(bool(j["relation_ok"])), 1) if j["relation"] is not None and j["object_ok"] else (0, 0)),
-    "relation_accuracy_uncond": lambda j: ((int(bool(j["relation_ok"])), 1) if j["relation"] is not None else (0, 0)),
-}
-
-
-def _multi(judgment: dict) -> list[dict]:
-    return [g for g in judgment["groups"] if 2 <= g["expected"] <= 3]
+from atelier.shapes.metrics import SHARE_KEYS, ImageJudgment, image_counts
 
 
 def _per_prompt(rows: Sequence[dict], metric: str) -> dict[int, tuple[int, int]]:
     totals: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for row in rows:
-        a, n = _COUNT[metric](row)
+        a, n = image_counts(ImageJudgment.model_validate(row))[metric]
         totals[row["prompt_index"]][0] += a
         totals[row["prompt_index"]][1] += n
     return {i: (a, n) for i, (a, n) in totals.items()}
@@ -41,7 +30,7 @@ def paired_difference(new: Sequence[dict], old: Sequence[dict], metric: str) -> 
     """(new - old, its standard error) of `metric` over judged images stored by the loop
     (`judgments.jsonl` rows: prompt_index, seed and the ImageJudgment fields). Both must hold
     the same (prompt_index, seed) pairs; ValueError otherwise, or when a side has nothing to count."""
-    if metric not in _COUNT:
+    if metric not in SHARE_KEYS:
         raise ValueError(f"no paired difference for metric {metric!r}")
     keys_new = sorted((r["prompt_index"], r["seed"]) for r in new)
     keys_old = sorted((r["prompt_index"], r["seed"]) for r in old)
