@@ -145,7 +145,8 @@ def cmd_generate(args) -> int:
     guidance = args.guidance if args.guidance is not None else default_guidance
     batch_size = args.batch_size or (64 if shapes else 8)  # 64 tiny shapes images fit anywhere; SD images do not
     options = DiffusersOptions(dtype=args.dtype, scheduler=args.scheduler, vae_tiling=args.vae_tiling,
-                               vae_slicing=args.vae_slicing, cpu_offload=args.cpu_offload)
+                               vae_slicing=args.vae_slicing, cpu_offload=args.cpu_offload,
+                               adapter_min_timestep=args.adapter_min_timestep)
     try:
         pipe = load_generator(args.model, args.adapter, args.scale, device=args.device, options=options)
     except (ValueError, OSError) as e:  # a bad dtype or device; a model the hub or the disk does not have
@@ -162,8 +163,10 @@ def cmd_generate(args) -> int:
         img.save(out / name)
         rows.append({"file": name, "file_name": name, "prompt": p, "seed": s, "model": args.model,
                      "adapter": args.adapter, "scale": args.scale if args.adapter else None,
+                     "adapter_min_timestep": args.adapter_min_timestep if args.adapter else None,
                      "steps": steps, "guidance_scale": guidance,
-                     "scheduler": "ddim" if shapes else args.scheduler, "dtype": "float32" if shapes else args.dtype})
+                     # the shapes model always samples with its own DPM-Solver++ 2M
+                     "scheduler": "dpm++2m" if shapes else args.scheduler, "dtype": args.dtype})
     write_jsonl_atomic(out / "metadata.jsonl", rows)
     print(f"wrote {len(rows)} images and metadata.jsonl to {out}")
     return 0
@@ -205,8 +208,11 @@ def cmd_shapes_eval(args) -> int:
         return _fail(f"--n must be between 1 and {len(heldout_scenes())} (the held-out prompts), got {args.n}")
     if not 1 <= args.images_per_prompt <= MAX_IMAGES_PER_PROMPT:
         return _fail(f"--images-per-prompt must be between 1 and {MAX_IMAGES_PER_PROMPT}, got {args.images_per_prompt}")
+    if not 0 <= args.adapter_min_timestep <= 999:
+        return _fail(f"--adapter-min-timestep must be between 0 and 999, got {args.adapter_min_timestep}")
     metrics = evaluate_model(args.model, args.adapter, n_prompts=args.n, seed=args.seed, device=args.device,
-                             images_per_prompt=args.images_per_prompt, dtype=args.dtype)
+                             images_per_prompt=args.images_per_prompt, dtype=args.dtype,
+                             adapter_min_timestep=args.adapter_min_timestep)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0
@@ -286,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="output folder")
     gen.add_argument("--adapter", help="LoRA adapter folder (diffusers format)")
     gen.add_argument("--scale", type=float, default=1.0, help="LoRA scale")
+    gen.add_argument("--adapter-min-timestep", type=int, default=0, metavar="T",
+                     help="apply the adapter only at sampling timesteps >= T (of 1000), the base model below; "
+                     "0 = every step (the loop's generation.adapter_min_timestep)")
     gen.add_argument("--steps", type=int, help="sampler steps (default: 12 for the shapes model, 25 for a diffusers model)")
     gen.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: 3 shapes, 7.5 diffusers)")
     gen.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (never guessed)")
@@ -315,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = shapes.add_parser("eval", help="VISOR metrics with 95%% CIs on the held-out prompts")
     ev.add_argument("--model", default="shapes", help="'shapes' or a model folder")
     ev.add_argument("--adapter", help="LoRA adapter folder")
+    ev.add_argument("--adapter-min-timestep", type=int, default=0, metavar="T",
+                    help="apply the adapter only at sampling timesteps >= T (of 1000); 0 = every step")
     ev.add_argument("--n", type=int, default=80, help="held-out prompts, at most 80")
     ev.add_argument("--images-per-prompt", type=int, default=4, help="images per prompt, each with its own seed (1-16)")
     ev.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",

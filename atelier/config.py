@@ -157,6 +157,11 @@ class GenerationConfig(_Strict):
         False, description="keep models in CPU memory and move each to the GPU only while it runs (needs a CUDA device)"
     )
     lora_scale: float = Field(1.0, ge=0, description="scale the LoRA adapter is applied at when generating (0 = the base model)")
+    adapter_min_timestep: int = Field(
+        0, ge=0, le=999, description="apply the LoRA adapter only at sampling timesteps from this one up (of 1000), the "
+        "base model below: the noisy steps decide where objects sit (the relation), the late ones draw them, and an "
+        "adapter trained on the model's own samples costs object accuracy there. 0 = every step",
+    )
 
 
 class DecideConfig(_Strict):

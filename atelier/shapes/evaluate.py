@@ -89,11 +89,14 @@ def evaluate_model(
     device: str = "cpu",
     images_per_prompt: int = 4,
     dtype: str = "float32",
+    adapter_min_timestep: int = 0,
 ) -> dict:
-    """Held-out metrics of a shapes model folder ('shapes' = the shipped one), optionally with a LoRA."""
+    """Held-out metrics of a shapes model folder ('shapes' = the shipped one), optionally with a LoRA
+    (acting only at sampling timesteps >= adapter_min_timestep)."""
     scenes = heldout_scenes()
     if not 1 <= n_prompts <= len(scenes):
         raise ValueError(f"n_prompts must be in 1..{len(scenes)}, got {n_prompts}")
-    pipe = load_generator(model, adapter, device=device, options=DiffusersOptions(dtype=dtype))
+    options = DiffusersOptions(dtype=dtype, adapter_min_timestep=adapter_min_timestep)
+    pipe = load_generator(model, adapter, device=device, options=options)
     metrics = evaluate(pipe, scenes[:n_prompts], images_per_prompt=images_per_prompt, seed=seed)
-    return {**metrics, "model": model, "adapter": adapter, "dtype": dtype}
+    return {**metrics, "model": model, "adapter": adapter, "dtype": dtype, "adapter_min_timestep": adapter_min_timestep}

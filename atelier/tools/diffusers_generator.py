@@ -23,6 +23,8 @@ from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 from transformers.utils import logging as transformers_logging
 
+from atelier.tools.adapter_gate import gate_adapter_by_timestep
+
 ADAPTER_NAME = "atelier"
 DEFAULT_STEPS = 25  # enough for DPM-Solver++ 2M on SD-class models
 DEFAULT_GUIDANCE = 7.5
@@ -39,6 +41,7 @@ class DiffusersOptions:
     vae_tiling: bool = False
     vae_slicing: bool = False
     cpu_offload: bool = False
+    adapter_min_timestep: int = 0  # the adapter acts only at sampling timesteps >= this (0 = every step)
 
 
 def torch_dtype(name: str, device: str) -> torch.dtype:
@@ -107,6 +110,7 @@ def prepare_pipeline(pipe, device: str, options: DiffusersOptions, adapter: str 
     pipe.scheduler = make_scheduler(options.scheduler, pipe.scheduler.config)
     if adapter is not None:
         load_adapter(pipe, adapter, scale)
+        gate_adapter_by_timestep(pipe.unet, options.adapter_min_timestep)
     if options.vae_tiling:
         pipe.vae.enable_tiling()
     if options.vae_slicing:

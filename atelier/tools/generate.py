@@ -17,6 +17,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from atelier.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS, SHIPPED_MODEL_DIR, ShapesPipeline, load_pipeline
+from atelier.tools.adapter_gate import gate_adapter_by_timestep
 from atelier.tools.diffusers_generator import DiffusersOptions, generate_diffusers, load_adapter, load_diffusers_pipeline
 
 
@@ -52,6 +53,7 @@ def generation_options(generation) -> DiffusersOptions:
         vae_tiling=generation.vae_tiling,
         vae_slicing=generation.vae_slicing,
         cpu_offload=generation.cpu_offload,
+        adapter_min_timestep=generation.adapter_min_timestep,
     )
 
 
@@ -76,6 +78,7 @@ def load_generator(
         pipe.set_compute_dtype(options.dtype)
     if adapter is not None:
         load_adapter(pipe, adapter, scale)
+        gate_adapter_by_timestep(pipe.unet, (options or DiffusersOptions()).adapter_min_timestep)
     return pipe
 
 
