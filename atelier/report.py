@@ -62,7 +62,9 @@ def _paired_gains(base_eval: Path, best_eval: Path, keys: tuple[str, ...]) -> di
     return gains
 
 
-def write_report(run_dir: Path, state: dict) -> Path:
+def write_report(run_dir: Path, state: dict, adapter_min_timestep: int = 0) -> Path:
+    """report.json, report.md, report.html and the held-out grid. `adapter_min_timestep` is the
+    gate every adapter image was drawn with (generation.adapter_min_timestep), said in the text."""
     out = run_dir / "report"
     rounds = state.get("rounds", [])
     metric = state["metric"]
@@ -87,6 +89,7 @@ def write_report(run_dir: Path, state: dict) -> Path:
         "gain_paired": _paired_gains(run_dir / "base", best_eval, (metric, "object_accuracy")),
         # The same prompts judged on ground-truth renders, with and without the relation (shapes world).
         "references": references,
+        "adapter_min_timestep": adapter_min_timestep,
     }
     write_json_atomic(out / "report.json", data)
     prompts = read_json(Path(state["heldout_file"]))
@@ -107,13 +110,15 @@ def write_report(run_dir: Path, state: dict) -> Path:
     if gain is not None and data["gain_paired"].get(metric):
         lo, hi = data["gain_paired"][metric]["ci95"]
         gain_text += f"; paired 95% CI [{lo:+.3f}, {hi:+.3f}]"
+    gate_text = (f" Candidates' images were drawn with the adapter on only at sampling timesteps >= {adapter_min_timestep}"
+                 " (the base model below)." if adapter_min_timestep else "")
     scale_text = "".join(f" {REFERENCE_KINDS[kind].capitalize()}: {format_share(m.get(metric))}."
                          for kind, m in references.items())
     md = (
         f"# atelier run {run_dir.name}\n\n**Goal:** {data['goal']}\n\n"
         f"**Target metric:** `{metric}` on {len(prompts)} held-out prompts: base {format_share(base[metric])} -> best "
         f"{format_share(best[metric])} (gain {gain_text}).{scale_text}\n\n**Stopped:** {data['stop_reason']}\n\n"
-        "Values are held-out metrics with Wilson 95% intervals.\n\n" + header + "\n".join(lines) + "\n\n"
+        f"Values are held-out metrics with Wilson 95% intervals.{gate_text}\n\n" + header + "\n".join(lines) + "\n\n"
         f"![held-out prompts, base (left) vs best (right)](heldout_grid.png)\n\nRows (first {min(8, len(prompts))} held-out prompts):\n\n"
         + "".join(f"{i + 1}. {p}\n" for i, p in enumerate(prompts[:8]))
     )
@@ -128,7 +133,7 @@ def write_report(run_dir: Path, state: dict) -> Path:
         "td,th{padding:4px 8px;border-bottom:1px solid #ddd}img{image-rendering:pixelated}</style></head><body>"
         f"<h1>atelier run {html.escape(run_dir.name)}</h1><p><b>Goal:</b> {html.escape(data['goal'])}</p>"
         f"<p><b>{html.escape(metric)}</b>: base {format_share(base[metric])} &rarr; best {format_share(best[metric])} (gain {gain_text}).{html.escape(scale_text)}</p>"
-        f"<p><b>Stopped:</b> {html.escape(str(data['stop_reason']))}</p>"
+        f"<p><b>Stopped:</b> {html.escape(str(data['stop_reason']))}</p><p>{html.escape(gate_text.strip())}</p>"
         "<table><tr><th></th>" + "".join(f"<th>{k}</th>" for k in _KEYS) + "<th>promoted</th></tr>" + table + "</table>"
         f"<h2>Held-out prompts: base (left) vs best (right)</h2><img src='{grid.name}' alt='grid'><ol>{rows_html}</ol>"
         "</body></html>"

@@ -38,6 +38,8 @@ def test_outputs_are_on_disk(finished_run):
     chance = report["references"]["relation_blind_renders"]["relation_accuracy_cond"]["value"]
     assert chance < report["references"]["renders"]["relation_accuracy_cond"]["value"]
     assert "(chance)" in (run_dir / "report" / "report.md").read_text()
+    assert report["adapter_min_timestep"] == 500
+    assert "sampling timesteps >= 500" in (run_dir / "report" / "report.md").read_text()
     # best - base also with the paired interval: the same point estimate, its own width.
     paired, newcombe = report["gain_paired"]["object_accuracy"], report["gain"]["object_accuracy"]
     assert paired["value"] == pytest.approx(newcombe["value"]) and paired["ci95"][0] <= paired["value"] <= paired["ci95"][1]

@@ -304,5 +304,5 @@ def after_decide(state: LoopState) -> str:
 def report(state: LoopState, ctx: LoopContext) -> dict:
     from atelier.report import write_report
 
-    path = write_report(ctx.run_dir, state)
+    path = write_report(ctx.run_dir, state, ctx.config.generation.adapter_min_timestep)
     return {"report": str(path)}
