@@ -174,6 +174,11 @@ class DecideConfig(_Strict):
     max_object_drop: float = Field(
         0.03, ge=0, le=1, description="never promote an adapter whose held-out object accuracy drops more than this below the base"
     )
+    max_count_drop: float | None = Field(
+        None, ge=0, le=1, description="never promote an adapter whose held-out count accuracy drops more than this below "
+        "the base; null = counts unguarded (on the shapes world, every setting that raises relations costs counts: "
+        "BENCHMARKS.md)",
+    )
     paired: bool = Field(
         True, description="standard error of the gain from the paired images (same prompts and seeds, prompts as units); false = from the two Wilson intervals as if independent"
     )

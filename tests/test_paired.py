@@ -94,11 +94,11 @@ def test_unpaired_or_unknown_inputs_are_refused():
         paired_difference(rows, rows, "visor_4")
 
 
-def _metrics(relation: float, objects: float = 0.8, half_width: float = 0.06) -> dict:
+def _metrics(relation: float, objects: float = 0.8, counts: float = 0.5, half_width: float = 0.06) -> dict:
     def m(v):
         return {"value": v, "ci95": [v - half_width, v + half_width], "n": 640}
 
-    return {"relation_accuracy_cond": m(relation), "object_accuracy": m(objects)}
+    return {"relation_accuracy_cond": m(relation), "object_accuracy": m(objects), "count_accuracy": m(counts)}
 
 
 def test_promotion_uses_the_paired_noise_when_given():
@@ -111,6 +111,16 @@ def test_promotion_uses_the_paired_noise_when_given():
     # The object guard still applies first.
     promoted, *_ = promotion(_metrics(0.80, objects=0.70), best, base, "relation_accuracy_cond", 1.0, 0.03, paired=(0.1, 0.01))
     assert not promoted
+
+
+def test_the_count_guard_refuses_only_when_asked():
+    base = best = _metrics(0.70, counts=0.55)
+    fewer_counts = _metrics(0.80, counts=0.45)
+    rule = dict(metric="relation_accuracy_cond", sigmas=1.0, max_object_drop=0.03, paired=(0.1, 0.01))
+    assert promotion(fewer_counts, best, base, **rule)[0]  # unguarded by default
+    promoted, *_, reason = promotion(fewer_counts, best, base, **rule, max_count_drop=0.05)
+    assert not promoted and reason == "count accuracy fell 0.100 below the base (limit 0.05)"
+    assert promotion(fewer_counts, best, base, **rule, max_count_drop=0.15)[0]
 
 
 def _write(path, rows):

@@ -242,9 +242,11 @@ def _value(metrics: dict, key: str) -> tuple[float, float]:
 
 
 def promotion(candidate: dict, best: dict, base: dict, metric: str, sigmas: float, max_object_drop: float,
-              paired: tuple[float, float] | None = None) -> tuple[bool, float, float, str]:
+              paired: tuple[float, float] | None = None,
+              max_count_drop: float | None = None) -> tuple[bool, float, float, str]:
     """The rule: promote iff gain > sigmas * (standard error of the gain) on the target metric and
-    held-out object accuracy is no more than max_object_drop below the base's. The standard
+    held-out object accuracy is no more than max_object_drop below the base's (and count
+    accuracy no more than max_count_drop below, when that is given). The standard
     error is `paired` (gain, se) when given: both evaluations on the same prompts and seeds
     (atelier.shapes.paired); otherwise sqrt(se_c^2 + se_b^2) from the two Wilson intervals."""
     c, se_c = _value(candidate, metric)
@@ -254,6 +256,10 @@ def promotion(candidate: dict, best: dict, base: dict, metric: str, sigmas: floa
     obj_drop = base["object_accuracy"]["value"] - candidate["object_accuracy"]["value"]
     if obj_drop > max_object_drop:
         return False, gain, noise, f"object accuracy fell {obj_drop:.3f} below the base (limit {max_object_drop})"
+    if max_count_drop is not None:
+        count_drop = base["count_accuracy"]["value"] - candidate["count_accuracy"]["value"]
+        if count_drop > max_count_drop:
+            return False, gain, noise, f"count accuracy fell {count_drop:.3f} below the base (limit {max_count_drop})"
     if gain > sigmas * noise:
         return True, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} > {sigmas} x {kind} {noise:.3f}"
     return False, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} within {sigmas} x {kind} {noise:.3f}"
@@ -280,7 +286,8 @@ def decide(state: LoopState, ctx: LoopContext) -> dict:
     else:
         promoted, gain, noise, reason = promotion(state["candidate_metrics"], state["best_metrics"], state["base_metrics"],
                                                   state["metric"], cfg.decide.noise_sigmas, cfg.decide.max_object_drop,
-                                                  _paired_gain(ctx, state, r) if cfg.decide.paired else None)
+                                                  _paired_gain(ctx, state, r) if cfg.decide.paired else None,
+                                                  cfg.decide.max_count_drop)
     record = RoundRecord(round=r, metrics=state["candidate_metrics"] or {}, promoted=promoted, adapter=state["candidate_adapter"],
                          gain=gain, noise=noise, reason=reason)
     write_json_atomic(round_dir(ctx.run_dir, r) / "decision.json", record)
