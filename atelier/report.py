@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from atelier.atomic import write_json_atomic, write_text_atomic
-from atelier.runs import read_json, read_jsonl, round_dir
+from atelier.runs import best_round, evaluation_dir, read_json, read_jsonl
 from atelier.shapes.metrics import difference_ci
 from atelier.shapes.paired import paired_difference
 from atelier.shapes.references import REFERENCE_KINDS
@@ -71,17 +71,17 @@ def write_report(run_dir: Path, state: dict, adapter_min_timestep: int = 0) -> P
     base = state["base_metrics"]
     best_adapter = state.get("best_adapter")
     best = state.get("best_metrics", base)
-    best_round = next((r["round"] for r in rounds if r["adapter"] == best_adapter), None)
+    best_no = best_round(state)
     references_file = run_dir / "base" / "references.json"
     references = read_json(references_file) if references_file.exists() else {}
-    best_eval = round_dir(run_dir, best_round) / "eval" if best_round else run_dir / "base"
+    best_eval = evaluation_dir(run_dir, best_no)
     data = {
         "goal": read_json(run_dir / "plan.json")["goal"],
         "metric": metric,
         "base": base,
         "rounds": [{"round": r["round"], "candidate": r["metrics"], "promoted": r["promoted"], "gain": r["gain"],
                     "noise": r["noise"], "reason": r["reason"], "adapter": r["adapter"]} for r in rounds],
-        "best": {"adapter": best_adapter, "round": best_round, "metrics": best},
+        "best": {"adapter": best_adapter, "round": best_no, "metrics": best},
         "stop_reason": state.get("stop_reason"),
         # best - base with Newcombe's 95% interval (conservative for these paired evaluations)
         "gain": {k: difference_ci(best[k], base[k]) for k in (metric, "object_accuracy")},
@@ -101,7 +101,7 @@ def write_report(run_dir: Path, state: dict, adapter_min_timestep: int = 0) -> P
     for r in rounds:
         lines.append(f"| round {r['round']} | " + " | ".join(format_share(r["metrics"].get(k)) for k in _KEYS)
                      + f" | {'yes' if r['promoted'] else 'no'} |")
-    lines.append(f"| best ({'round ' + str(best_round) if best_round else 'base'}) | "
+    lines.append(f"| best ({'round ' + str(best_no) if best_no else 'base'}) | "
                  + " | ".join(format_share(best.get(k)) for k in _KEYS) + " | |")
     for kind, m in references.items():
         lines.append(f"| {REFERENCE_KINDS[kind]} | " + " | ".join(format_share(m.get(k)) for k in _KEYS) + " | |")

@@ -38,6 +38,17 @@ def round_dir(run_dir: Path, round_no: int) -> Path:
     return run_dir / f"round_{round_no:03d}"
 
 
+def best_round(state: dict) -> int | None:
+    """The round whose adapter is the best so far; None while the base is the best."""
+    best = state.get("best_adapter")
+    return None if best is None else next((r["round"] for r in state.get("rounds", []) if r["adapter"] == best), None)
+
+
+def evaluation_dir(run_dir: Path, round_no: int | None) -> Path:
+    """Where a round's held-out evaluation (images, judgments.jsonl, metrics.json) is; None = the base's."""
+    return run_dir / "base" if round_no is None else round_dir(run_dir, round_no) / "eval"
+
+
 # --- status -----------------------------------------------------------------------------------
 
 

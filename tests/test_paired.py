@@ -8,6 +8,7 @@ import pytest
 from atelier.config import Config
 from atelier.graphs.nodes import _paired_gain, promotion
 from atelier.graphs.state import LoopContext
+from atelier.runs import best_round
 from atelier.shapes.metrics import share
 from atelier.shapes.paired import paired_difference
 
@@ -138,7 +139,12 @@ def test_decide_pairs_the_candidate_with_the_best_so_far(tmp_path):
     _write(tmp_path / "round_002" / "eval", round2)
     state = {"metric": "relation_accuracy_cond", "best_adapter": None}
     assert _paired_gain(ctx, state, 1) == paired_difference(round1, base, "relation_accuracy_cond")
+    # A round without training data has no adapter: the base stays the best, not that round.
+    state["rounds"] = [{"round": 1, "adapter": None}]
+    assert best_round(state) is None
+    assert _paired_gain(ctx, state, 1) == paired_difference(round1, base, "relation_accuracy_cond")
     state["best_adapter"] = str(tmp_path / "round_001" / "adapter")
+    state["rounds"] = [{"round": 1, "adapter": state["best_adapter"]}]
     assert _paired_gain(ctx, state, 2) == paired_difference(round2, round1, "relation_accuracy_cond")
     # No judgments for the candidate (an evaluation by another judge, say): the Wilson rule decides.
     assert _paired_gain(ctx, state, 3) is None

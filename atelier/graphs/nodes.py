@@ -22,7 +22,7 @@ from atelier.faults import maybe_die
 from atelier.graphs.state import BatchTask, LoopContext, LoopState, RoundRecord
 from atelier.ipr import ipr_rows
 from atelier.atomic import staged_dir, write_json_atomic, write_jsonl_atomic
-from atelier.runs import read_json, read_jsonl, round_dir, set_status
+from atelier.runs import best_round, evaluation_dir, read_json, read_jsonl, round_dir, set_status
 from atelier.shapes.metrics import ImageJudgment, summarize
 from atelier.shapes.paired import paired_difference
 from atelier.shapes.references import reference_metrics
@@ -107,7 +107,7 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
 
 @loop_node("baseline")
 def baseline(state: LoopState, ctx: LoopContext) -> dict:
-    metrics = _evaluate(ctx, state, None, ctx.run_dir / "base")
+    metrics = _evaluate(ctx, state, None, evaluation_dir(ctx.run_dir, None))
     references_file = ctx.run_dir / "base" / "references.json"
     # Chance and ceiling of the same prompts and seeds; only the built-in detector judges them for free.
     if ctx.config.agents.judge.backend == "builtin" and not references_file.exists():
@@ -225,7 +225,7 @@ def evaluate(state: LoopState, ctx: LoopContext) -> dict:
     r = state["round"]
     if state.get("candidate_adapter") is None:
         return {"candidate_metrics": None}
-    metrics = _evaluate(ctx, state, state["candidate_adapter"], round_dir(ctx.run_dir, r) / "eval")
+    metrics = _evaluate(ctx, state, state["candidate_adapter"], evaluation_dir(ctx.run_dir, r))
     return {"candidate_metrics": metrics}
 
 
@@ -268,10 +268,9 @@ def promotion(candidate: dict, best: dict, base: dict, metric: str, sigmas: floa
 def _paired_gain(ctx: LoopContext, state: LoopState, r: int) -> tuple[float, float] | None:
     """Candidate minus best on the target metric with its paired standard error, from the two
     evaluations' judgments on disk; None where they cannot be paired (then the Wilson rule)."""
-    best = state.get("best_adapter")
-    best_eval = ctx.run_dir / "base" if best is None else Path(best).parent / "eval"
+    best_eval = evaluation_dir(ctx.run_dir, best_round(state))
     try:
-        return paired_difference(read_jsonl(round_dir(ctx.run_dir, r) / "eval" / "judgments.jsonl"),
+        return paired_difference(read_jsonl(evaluation_dir(ctx.run_dir, r) / "judgments.jsonl"),
                                  read_jsonl(best_eval / "judgments.jsonl"), state["metric"])
     except (OSError, ValueError, KeyError):
         return None

@@ -92,8 +92,9 @@ def quiet_loading() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def load_adapter(pipe, adapter: str | Path, scale: float = 1.0) -> None:
-    """A diffusers-format LoRA folder into `pipe`, applied at `scale`."""
+def load_adapter(pipe, adapter: str | Path, scale: float = 1.0, min_timestep: int = 0) -> None:
+    """A diffusers-format LoRA folder into `pipe`, applied at `scale`, at the sampling timesteps
+    from `min_timestep` up (0 = every step; atelier.tools.adapter_gate)."""
     # UNet-only adapters (atelier trains the UNet by default) make diffusers warn, once per
     # load, that the text encoder got no LoRA keys; that buries a loop's progress lines.
     level = diffusers_logging.get_verbosity()
@@ -103,14 +104,14 @@ def load_adapter(pipe, adapter: str | Path, scale: float = 1.0) -> None:
     finally:
         diffusers_logging.set_verbosity(level)
     pipe.set_adapters([ADAPTER_NAME], [scale])
+    gate_adapter_by_timestep(pipe.unet, min_timestep)
 
 
 def prepare_pipeline(pipe, device: str, options: DiffusersOptions, adapter: str | Path | None = None, scale: float = 1.0):
     """Sampler, LoRA adapter at `scale`, memory switches, and placement on `device`."""
     pipe.scheduler = make_scheduler(options.scheduler, pipe.scheduler.config)
     if adapter is not None:
-        load_adapter(pipe, adapter, scale)
-        gate_adapter_by_timestep(pipe.unet, options.adapter_min_timestep)
+        load_adapter(pipe, adapter, scale, options.adapter_min_timestep)
     if options.vae_tiling:
         pipe.vae.enable_tiling()
     if options.vae_slicing:

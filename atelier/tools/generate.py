@@ -17,7 +17,6 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from atelier.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS, SHIPPED_MODEL_DIR, ShapesPipeline, load_pipeline
-from atelier.tools.adapter_gate import gate_adapter_by_timestep
 from atelier.tools.diffusers_generator import DiffusersOptions, generate_diffusers, load_adapter, load_diffusers_pipeline
 
 
@@ -77,8 +76,7 @@ def load_generator(
     if options is not None:
         pipe.set_compute_dtype(options.dtype)
     if adapter is not None:
-        load_adapter(pipe, adapter, scale)
-        gate_adapter_by_timestep(pipe.unet, (options or DiffusersOptions()).adapter_min_timestep)
+        load_adapter(pipe, adapter, scale, (options or DiffusersOptions()).adapter_min_timestep)
     return pipe
 
 
