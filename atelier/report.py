@@ -62,9 +62,23 @@ def _paired_gains(base_eval: Path, best_eval: Path, keys: tuple[str, ...]) -> di
     return gains
 
 
-def write_report(run_dir: Path, state: dict, adapter_min_timestep: int = 0) -> Path:
-    """report.json, report.md, report.html and the held-out grid. `adapter_min_timestep` is the
-    gate every adapter image was drawn with (generation.adapter_min_timestep), said in the text."""
+def sampling_text(guidance_scale: float, candidate_guidance_scale: float | None, adapter_min_timestep: int) -> str:
+    """How the run's images were drawn, in a sentence or two (empty when nothing is unusual)."""
+    text = ""
+    if candidate_guidance_scale is not None and candidate_guidance_scale != guidance_scale:
+        text += (f" Training candidates from the base model were sampled at guidance {candidate_guidance_scale:g};"
+                 f" those from an adapter, and every held-out image, at guidance {guidance_scale:g}.")
+    if adapter_min_timestep:
+        text += (f" Adapter images were drawn with the adapter on only at sampling timesteps >= {adapter_min_timestep}"
+                 " (the base model below).")
+    return text
+
+
+def write_report(run_dir: Path, state: dict, guidance_scale: float = 3.0, candidate_guidance_scale: float | None = None,
+                 adapter_min_timestep: int = 0) -> Path:
+    """report.json, report.md, report.html and the held-out grid. The sampling arguments are the
+    run's generation settings (guidance of held-out and candidate images, the adapter's gate), said
+    in the text and kept in the JSON."""
     out = run_dir / "report"
     rounds = state.get("rounds", [])
     metric = state["metric"]
@@ -90,6 +104,8 @@ def write_report(run_dir: Path, state: dict, adapter_min_timestep: int = 0) -> P
         # The same prompts judged on ground-truth renders, with and without the relation (shapes world).
         "references": references,
         "adapter_min_timestep": adapter_min_timestep,
+        "guidance_scale": guidance_scale,
+        "candidate_guidance_scale": candidate_guidance_scale,
     }
     write_json_atomic(out / "report.json", data)
     prompts = read_json(Path(state["heldout_file"]))
@@ -110,8 +126,7 @@ def write_report(run_dir: Path, state: dict, adapter_min_timestep: int = 0) -> P
     if gain is not None and data["gain_paired"].get(metric):
         lo, hi = data["gain_paired"][metric]["ci95"]
         gain_text += f"; paired 95% CI [{lo:+.3f}, {hi:+.3f}]"
-    gate_text = (f" Candidates' images were drawn with the adapter on only at sampling timesteps >= {adapter_min_timestep}"
-                 " (the base model below)." if adapter_min_timestep else "")
+    gate_text = sampling_text(guidance_scale, candidate_guidance_scale, adapter_min_timestep)
     scale_text = "".join(f" {REFERENCE_KINDS[kind].capitalize()}: {format_share(m.get(metric))}."
                          for kind, m in references.items())
     md = (

@@ -34,6 +34,7 @@ def test_every_field_has_a_description():
         ("strategy=magic", "strategy"),
         ("train.learning_rate=-1", "train.learning_rate"),
         ("agents.judge.backend=telepathy", "agents.judge.backend"),
+        ("generation.candidate_guidance_scale=0.5", "generation.candidate_guidance_scale"),
     ],
 )
 def test_bad_fields_are_named_in_one_line(override, field):
@@ -53,6 +54,8 @@ def test_unknown_top_level_key_and_missing_goal():
 def test_overrides_are_typed():
     cfg = load_config(EXAMPLE, ["budget.rounds=5", "train.learning_rate=2e-4", "train.relabel=false"])
     assert cfg.budget.rounds == 5 and cfg.train.learning_rate == 2e-4 and cfg.train.relabel is False
+    # null switches the candidates' own guidance off: they are sampled at guidance_scale
+    assert load_config(EXAMPLE, ["generation.candidate_guidance_scale=null"]).generation.candidate_guidance_scale is None
 
 
 def test_missing_and_malformed_files(tmp_path):

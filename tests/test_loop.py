@@ -4,8 +4,11 @@ training, real SQLite checkpointer), its outputs, its status, and its checkpoint
 import json
 import sqlite3
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from atelier.tools.generate import GenerationRequest, generate, load_generator
 from atelier.tools.lora import adapter_hash
 from loop_helpers import atelier, write_config
 
@@ -40,6 +43,8 @@ def test_outputs_are_on_disk(finished_run):
     assert "(chance)" in (run_dir / "report" / "report.md").read_text()
     assert report["adapter_min_timestep"] == 500
     assert "sampling timesteps >= 500" in (run_dir / "report" / "report.md").read_text()
+    assert report["candidate_guidance_scale"] == 5.0 and report["guidance_scale"] == 3.0
+    assert "candidates from the base model were sampled at guidance 5" in (run_dir / "report" / "report.md").read_text()
     # best - base also with the paired interval: the same point estimate, its own width.
     paired, newcombe = report["gain_paired"]["object_accuracy"], report["gain"]["object_accuracy"]
     assert paired["value"] == pytest.approx(newcombe["value"]) and paired["ci95"][0] <= paired["value"] <= paired["ci95"][1]
@@ -83,3 +88,20 @@ def test_bad_goal_is_one_line_exit_2(tmp_path):
     out = atelier("run", str(cfg))
     assert out.returncode == 2
     assert "cannot map the goal" in out.stderr and out.stderr.strip().count("\n") <= 1
+
+
+def test_candidates_use_their_own_guidance(finished_run):
+    """Candidates from the base are drawn at candidate_guidance_scale (5), those from an adapter and
+    held-out images at guidance_scale (3): redrawing a round-1 candidate matches guidance 5, not 3."""
+    run_dir, _ = finished_run
+    for manifest in run_dir.glob("round_*/generate/batch_*/manifest.jsonl"):
+        for line in manifest.read_text().splitlines():
+            candidate = json.loads(line)
+            assert candidate["guidance_scale"] == (5.0 if candidate["adapter"] is None else 3.0), candidate
+    row = json.loads((run_dir / "round_001" / "generate" / "batch_000" / "manifest.jsonl").read_text().splitlines()[0])
+    assert row["guidance_scale"] == 5.0 and row["adapter"] is None
+    saved = np.asarray(Image.open(row["file"]).convert("RGB"), dtype=np.float32)
+    pipe = load_generator("shapes")
+    redrawn = {g: np.asarray(generate(pipe, GenerationRequest([row["prompt"]], [row["seed"]], 3, g))[0], dtype=np.float32)
+               for g in (3.0, 5.0)}
+    assert np.abs(saved - redrawn[5.0]).mean() < 1.0 < np.abs(saved - redrawn[3.0]).mean()

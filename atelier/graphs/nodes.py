@@ -164,15 +164,19 @@ def generate_batch(task: BatchTask, ctx: LoopContext) -> Command:
         # Candidates come from the best model so far: its mistakes are what the round fixes.
         pipe = load_generator(cfg.model, task["adapter"], cfg.generation.lora_scale, cfg.device,
                               generation_options(cfg.generation))
+        # Stronger guidance for the base's candidates only: an adapter has distilled it already.
+        guidance = cfg.generation.guidance_scale
+        if task["adapter"] is None and cfg.generation.candidate_guidance_scale is not None:
+            guidance = cfg.generation.candidate_guidance_scale
         images = generate(pipe, GenerationRequest([p for _, p, _ in items], seeds, cfg.generation.steps,
-                                                  cfg.generation.guidance_scale, cfg.generation.batch_size))
+                                                  guidance, cfg.generation.batch_size))
         with staged_dir(out) as tmp:
             rows = []
             for (i, p, j), s, img in zip(items, seeds, images):
                 name = f"p{i:03d}_{j}.png"
                 img.save(tmp / name)
                 rows.append({"file": str(out / name), "prompt": p, "prompt_index": i, "seed": s,
-                             "adapter": task["adapter"], "scale": 1.0})
+                             "adapter": task["adapter"], "scale": cfg.generation.lora_scale, "guidance_scale": guidance})
             write_jsonl_atomic(tmp / "manifest.jsonl", rows)
     return Command(goto=Send("judge", task))
 
@@ -310,5 +314,6 @@ def after_decide(state: LoopState) -> str:
 def report(state: LoopState, ctx: LoopContext) -> dict:
     from atelier.report import write_report
 
-    path = write_report(ctx.run_dir, state, ctx.config.generation.adapter_min_timestep)
+    g = ctx.config.generation
+    path = write_report(ctx.run_dir, state, g.guidance_scale, g.candidate_guidance_scale, g.adapter_min_timestep)
     return {"report": str(path)}
