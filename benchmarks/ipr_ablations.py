@@ -56,11 +56,11 @@ def main() -> None:
     full, nore = _status(run_ids["full"], args.run_dir), _status(run_ids["no_relabel"], args.run_dir)
     rows = [("base", full["base"])]
     rows.append(("ipr, one round", full["rounds"][0]["metrics"]))
+    rows.append(("no relabelling, one round", nore["rounds"][0]["metrics"]))
     best_full = next((r["metrics"] for r in reversed(full["rounds"]) if r["promoted"]), full["base"])
     best_nore = next((r["metrics"] for r in reversed(nore["rounds"]) if r["promoted"]), nore["base"])
     rows.append((f"ipr, {len(full['rounds'])} rounds (best)", best_full))
     rows.append((f"no relabelling, {len(nore['rounds'])} rounds (best)", best_nore))
-    rows.append(("no relabelling, one round", nore["rounds"][0]["metrics"]))
     # What the last round trained, promoted or not: the effect of the training itself.
     rows.append((f"ipr, round {len(full['rounds'])} candidate", full["rounds"][-1]["metrics"]))
     rows.append((f"no relabelling, round {len(nore['rounds'])} candidate", nore["rounds"][-1]["metrics"]))
