@@ -140,11 +140,8 @@ class GenerationConfig(_Strict):
     )
     candidate_guidance_scale: float | None = Field(
         None, ge=1.0, description="classifier-free guidance of the training candidates drawn from the base model "
-        "(null = guidance_scale). Stronger guidance follows the prompt more often, and training on those samples "
-        "distils it into the adapter; candidates drawn from an adapter use guidance_scale, since the adapter already "
-        "carries the stronger guidance and sampling it so again compounds it (object accuracy of the shapes demo's "
-        "candidates fell from 0.76 to 0.60). Held-out evaluation always samples at guidance_scale, so the base and "
-        "every adapter are compared alike",
+        "(null = guidance_scale): they follow the prompt more often, and the adapter learns that. An adapter's "
+        "candidates and every held-out image use guidance_scale (BENCHMARKS.md, 'Stronger guidance')",
     )
     batch_size: int = Field(64, ge=1, description="images per forward batch")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
@@ -170,6 +167,16 @@ class GenerationConfig(_Strict):
         "base model below: the noisy steps decide where objects sit (the relation), the late ones draw them, and an "
         "adapter trained on the model's own samples costs object accuracy there. 0 = every step",
     )
+
+
+    def candidate_guidance(self, adapter: str | None) -> float:
+        """Guidance of a training candidate drawn with `adapter` (None = the base). Only the base's
+        candidates get candidate_guidance_scale: an adapter has learned it already, and sampling it
+        guided again compounds the guidance (the candidates' object accuracy fell from 0.76 to 0.60)."""
+        from_base = adapter is None or self.lora_scale == 0
+        if from_base and self.candidate_guidance_scale is not None:
+            return self.candidate_guidance_scale
+        return self.guidance_scale
 
 
 class DecideConfig(_Strict):

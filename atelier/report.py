@@ -74,8 +74,8 @@ def sampling_text(guidance_scale: float, candidate_guidance_scale: float | None,
     return text
 
 
-def write_report(run_dir: Path, state: dict, guidance_scale: float = 3.0, candidate_guidance_scale: float | None = None,
-                 adapter_min_timestep: int = 0) -> Path:
+def write_report(run_dir: Path, state: dict, *, guidance_scale: float, candidate_guidance_scale: float | None,
+                 adapter_min_timestep: int) -> Path:
     """report.json, report.md, report.html and the held-out grid. The sampling arguments are the
     run's generation settings (guidance of held-out and candidate images, the adapter's gate), said
     in the text and kept in the JSON."""

@@ -4,7 +4,7 @@ image is judged against another prompt's caption.
 
     .venv/bin/python benchmarks/sampler_sweep.py [--n 80] [--settings dpm:8:3 ddim:12:3 ddim:20:3 dpm:6:3]
     # the guidance sweep behind generation.candidate_guidance_scale (BENCHMARKS.md):
-    .venv/bin/python benchmarks/sampler_sweep.py --images-per-prompt 8 --dtype bfloat16 --settings dpm:8:3 dpm:8:6 dpm:8:9 dpm:8:12
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sampler_sweep.py --images-per-prompt 8 --dtype bfloat16 --settings dpm:8:3 dpm:8:4.5 dpm:8:6 dpm:8:9 dpm:8:12
 """
 
 from __future__ import annotations
@@ -43,16 +43,16 @@ def main() -> None:
     }
     scenes = heldout_scenes()[: args.n]
     shuffled = [scenes[i] for i in np.random.default_rng(args.seed).permutation(len(scenes))]
-    k = args.images_per_prompt
-    print(f"{args.n} held-out prompts x {k} images, {args.dtype}; Wilson 95% CIs")
+    images_per_prompt = args.images_per_prompt
+    print(f"{args.n} held-out prompts x {images_per_prompt} images, {args.dtype}; Wilson 95% CIs")
     for setting in args.settings:
         solver, steps, guidance = setting.split(":")
         pipe.scheduler = solvers[solver]
         start = time.perf_counter()
-        images = generate_images(pipe, scenes, k, args.seed, int(steps), float(guidance))
+        images = generate_images(pipe, scenes, images_per_prompt, args.seed, int(steps), float(guidance))
         wall = time.perf_counter() - start
         _, metrics = judge_images(scenes, images)
-        print(f"{solver:>4} steps {steps:>3} guidance {guidance:>4}: {k * args.n / wall:5.1f} images/s  "
+        print(f"{solver:>4} steps {steps:>3} guidance {guidance:>4}: {images_per_prompt * args.n / wall:5.1f} images/s  "
               + "  ".join(f"{k} {format_share(metrics[k])}" for k in KEYS))
         if setting == args.settings[0]:
             _, base = judge_images(shuffled, images)

@@ -76,3 +76,12 @@ def test_cli_config_check_exit_codes(tmp_path):
     assert bad.stderr.strip().count("\n") == 0 and "budget.rounds" in bad.stderr
     schema = subprocess.run([sys.executable, "-m", "atelier.cli", "config", "schema"], capture_output=True, text=True)
     assert schema.returncode == 0 and '"goal"' in schema.stdout
+
+
+def test_only_the_base_candidates_get_the_candidate_guidance():
+    gen = load_config(EXAMPLE, ["generation.guidance_scale=3", "generation.candidate_guidance_scale=6"]).generation
+    assert gen.candidate_guidance(None) == 6.0
+    assert gen.candidate_guidance("runs/x/round_001/adapter") == 3.0
+    # an adapter at scale 0 is the base model
+    assert gen.model_copy(update={"lora_scale": 0.0}).candidate_guidance("runs/x/round_001/adapter") == 6.0
+    assert gen.model_copy(update={"candidate_guidance_scale": None}).candidate_guidance(None) == 3.0

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from atelier.graphs.nodes import image_seed
+from atelier.report import sampling_text
 from atelier.tools.generate import GenerationRequest, generate, load_generator
 from atelier.tools.lora import adapter_hash
 from loop_helpers import atelier, write_config
@@ -99,9 +101,24 @@ def test_candidates_use_their_own_guidance(finished_run):
             candidate = json.loads(line)
             assert candidate["guidance_scale"] == (5.0 if candidate["adapter"] is None else 3.0), candidate
     row = json.loads((run_dir / "round_001" / "generate" / "batch_000" / "manifest.jsonl").read_text().splitlines()[0])
-    assert row["guidance_scale"] == 5.0 and row["adapter"] is None
-    saved = np.asarray(Image.open(row["file"]).convert("RGB"), dtype=np.float32)
+    assert row["guidance_scale"] == 5.0 and row["adapter"] is None and row["scale"] is None
     pipe = load_generator("shapes")
-    redrawn = {g: np.asarray(generate(pipe, GenerationRequest([row["prompt"]], [row["seed"]], 3, g))[0], dtype=np.float32)
-               for g in (3.0, 5.0)}
-    assert np.abs(saved - redrawn[5.0]).mean() < 1.0 < np.abs(saved - redrawn[3.0]).mean()
+
+    def closer_to(file: str, prompt: str, seed: int) -> float:
+        """The guidance (3 or 5) whose redraw of (prompt, seed) matches the saved image."""
+        saved = np.asarray(Image.open(file).convert("RGB"), dtype=np.float32)
+        error = {g: np.abs(saved - np.asarray(generate(pipe, GenerationRequest([prompt], [seed], 3, g))[0],
+                                               dtype=np.float32)).mean() for g in (3.0, 5.0)}
+        assert min(error.values()) < 1.0 < max(error.values()), error
+        return min(error, key=error.get)
+
+    assert closer_to(row["file"], row["prompt"], row["seed"]) == 5.0
+    # The base's held-out images stay at guidance_scale.
+    prompt = json.loads((run_dir / "heldout" / "prompts.json").read_text())[0]
+    assert closer_to(str(run_dir / "base" / "images" / "p000_0.png"), prompt, image_seed(7, 0, 0, 0)) == 3.0
+
+
+def test_report_says_how_images_were_sampled():
+    assert sampling_text(3.0, None, 0) == "" and sampling_text(3.0, 3.0, 0) == ""
+    text = sampling_text(3.0, 6.0, 749)
+    assert "base model were sampled at guidance 6" in text and "at guidance 3" in text and ">= 749" in text

@@ -164,10 +164,7 @@ def generate_batch(task: BatchTask, ctx: LoopContext) -> Command:
         # Candidates come from the best model so far: its mistakes are what the round fixes.
         pipe = load_generator(cfg.model, task["adapter"], cfg.generation.lora_scale, cfg.device,
                               generation_options(cfg.generation))
-        # Stronger guidance for the base's candidates only: an adapter has distilled it already.
-        guidance = cfg.generation.guidance_scale
-        if task["adapter"] is None and cfg.generation.candidate_guidance_scale is not None:
-            guidance = cfg.generation.candidate_guidance_scale
+        guidance = cfg.generation.candidate_guidance(task["adapter"])
         images = generate(pipe, GenerationRequest([p for _, p, _ in items], seeds, cfg.generation.steps,
                                                   guidance, cfg.generation.batch_size))
         with staged_dir(out) as tmp:
@@ -176,7 +173,8 @@ def generate_batch(task: BatchTask, ctx: LoopContext) -> Command:
                 name = f"p{i:03d}_{j}.png"
                 img.save(tmp / name)
                 rows.append({"file": str(out / name), "prompt": p, "prompt_index": i, "seed": s,
-                             "adapter": task["adapter"], "scale": cfg.generation.lora_scale, "guidance_scale": guidance})
+                             "adapter": task["adapter"],
+                             "scale": cfg.generation.lora_scale if task["adapter"] else None, "guidance_scale": guidance})
             write_jsonl_atomic(tmp / "manifest.jsonl", rows)
     return Command(goto=Send("judge", task))
 
@@ -315,5 +313,6 @@ def report(state: LoopState, ctx: LoopContext) -> dict:
     from atelier.report import write_report
 
     g = ctx.config.generation
-    path = write_report(ctx.run_dir, state, g.guidance_scale, g.candidate_guidance_scale, g.adapter_min_timestep)
+    path = write_report(ctx.run_dir, state, guidance_scale=g.guidance_scale,
+                        candidate_guidance_scale=g.candidate_guidance_scale, adapter_min_timestep=g.adapter_min_timestep)
     return {"report": str(path)}
