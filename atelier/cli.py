@@ -11,6 +11,13 @@ from pathlib import Path
 EXIT_USAGE = 2
 
 
+def _gate_error(min_timestep: int) -> str | None:
+    """The one-line error for an --adapter-min-timestep outside the config's bounds, else None."""
+    if 0 <= min_timestep <= 999:
+        return None
+    return f"--adapter-min-timestep must be between 0 and 999, got {min_timestep}"
+
+
 def _fail(message: str) -> int:
     print(f"atelier: error: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -131,6 +138,8 @@ def cmd_generate(args) -> int:
         prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
     if not prompts:
         return _fail("give --prompt P or --prompts-file F")
+    if error := _gate_error(args.adapter_min_timestep):
+        return _fail(error)
     shapes = is_shapes_model(args.model)
     if args.model == "shapes":
         from atelier.shapes.scene import parse
@@ -208,8 +217,8 @@ def cmd_shapes_eval(args) -> int:
         return _fail(f"--n must be between 1 and {len(heldout_scenes())} (the held-out prompts), got {args.n}")
     if not 1 <= args.images_per_prompt <= MAX_IMAGES_PER_PROMPT:
         return _fail(f"--images-per-prompt must be between 1 and {MAX_IMAGES_PER_PROMPT}, got {args.images_per_prompt}")
-    if not 0 <= args.adapter_min_timestep <= 999:
-        return _fail(f"--adapter-min-timestep must be between 0 and 999, got {args.adapter_min_timestep}")
+    if error := _gate_error(args.adapter_min_timestep):
+        return _fail(error)
     metrics = evaluate_model(args.model, args.adapter, n_prompts=args.n, seed=args.seed, device=args.device,
                              images_per_prompt=args.images_per_prompt, dtype=args.dtype,
                              adapter_min_timestep=args.adapter_min_timestep)

@@ -168,7 +168,6 @@ class GenerationConfig(_Strict):
         "adapter trained on the model's own samples costs object accuracy there. 0 = every step",
     )
 
-
     def candidate_guidance(self, adapter: str | None) -> float:
         """Guidance of a training candidate drawn with `adapter` (None = the base). Only the base's
         candidates get candidate_guidance_scale: an adapter has learned it already, and sampling it

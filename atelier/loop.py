@@ -20,7 +20,7 @@ from atelier.agents.planner import plan_builtin
 from atelier.config import Config, parse_config
 from atelier.graphs.graph import compile_graph
 from atelier.graphs.state import LoopContext
-from atelier.runs import CHECKPOINT_DB, RunError, get_status, new_run_id, read_json, set_status
+from atelier.runs import CHECKPOINT_DB, RunError, evaluation_dir, get_status, new_run_id, read_json, set_status
 
 console = Console(stderr=True, soft_wrap=True)
 _NODE_ORDER = ["plan", "baseline", "write_prompts", "generate", "judge", "curate", "train", "evaluate", "decide", "report"]
@@ -125,8 +125,9 @@ def run_summary(run_dir: Path) -> dict:
     state = graph_state(run_dir, run_dir.name) if (run_dir / CHECKPOINT_DB).exists() else {}
     status = get_status(run_dir)
     base = state.get("base_metrics")
-    if base is None and (run_dir / "base" / "metrics.json").exists():
-        base = read_json(run_dir / "base" / "metrics.json")
+    base_metrics = evaluation_dir(run_dir, None) / "metrics.json"
+    if base is None and base_metrics.exists():
+        base = read_json(base_metrics)
     return {
         "run_id": run_dir.name,
         "state": status.get("state"),

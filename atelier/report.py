@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from atelier.atomic import write_json_atomic, write_text_atomic
+from atelier.config import GenerationConfig
 from atelier.runs import best_round, evaluation_dir, read_json, read_jsonl
 from atelier.shapes.metrics import difference_ci
 from atelier.shapes.paired import paired_difference
@@ -25,16 +26,17 @@ def format_share(m: dict | None, digits: int = 2) -> str:
     return f"{m['value']:.3f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def _grid(run_dir: Path, best_eval: Path, prompts: list[str], k: int, rows: int = 8, scale: int = 3) -> Path:
+def _grid(run_dir: Path, base_eval: Path, best_eval: Path, prompts: list[str], k: int, rows: int = 8,
+          scale: int = 3) -> Path:
     """Rows of held-out prompts: k base images, a gap, k best images."""
     rows = min(rows, len(prompts))
-    sample = Image.open(run_dir / "base" / "images" / "p000_0.png")
+    sample = Image.open(base_eval / "images" / "p000_0.png")
     side = sample.width * scale
     gap = side // 2
     grid = Image.new("RGB", (2 * k * side + gap, rows * side), "white")
     for i in range(rows):
         for j in range(k):
-            for col0, folder in ((0, run_dir / "base" / "images"), (k * side + gap, best_eval / "images")):
+            for col0, folder in ((0, base_eval / "images"), (k * side + gap, best_eval / "images")):
                 img = Image.open(folder / f"p{i:03d}_{j}.png").resize((side, side), Image.NEAREST)
                 grid.paste(img, (col0 + j * side, i * side))
     ImageDraw.Draw(grid).line([(k * side + gap // 2, 0), (k * side + gap // 2, grid.height)], fill="black")
@@ -62,23 +64,23 @@ def _paired_gains(base_eval: Path, best_eval: Path, keys: tuple[str, ...]) -> di
     return gains
 
 
-def sampling_text(guidance_scale: float, candidate_guidance_scale: float | None, adapter_min_timestep: int) -> str:
+def sampling_text(generation: GenerationConfig) -> str:
     """How the run's images were drawn, in a sentence or two (empty when nothing is unusual)."""
     text = ""
-    if candidate_guidance_scale is not None and candidate_guidance_scale != guidance_scale:
-        text += (f" Training candidates from the base model were sampled at guidance {candidate_guidance_scale:g};"
-                 f" those from an adapter, and every held-out image, at guidance {guidance_scale:g}.")
-    if adapter_min_timestep:
-        text += (f" Adapter images were drawn with the adapter on only at sampling timesteps >= {adapter_min_timestep}"
-                 " (the base model below).")
+    g, candidate_g = generation.guidance_scale, generation.candidate_guidance_scale
+    if candidate_g is not None and candidate_g != g:
+        text += (f" Training candidates from the base model were sampled at guidance {candidate_g:g};"
+                 f" those from an adapter, and every held-out image, at guidance {g:g}.")
+    if generation.adapter_min_timestep:
+        text += (" Adapter images were drawn with the adapter on only at sampling timesteps >= "
+                 f"{generation.adapter_min_timestep} (the base model below).")
     return text
 
 
-def write_report(run_dir: Path, state: dict, *, guidance_scale: float, candidate_guidance_scale: float | None,
-                 adapter_min_timestep: int) -> Path:
-    """report.json, report.md, report.html and the held-out grid. The sampling arguments are the
-    run's generation settings (guidance of held-out and candidate images, the adapter's gate), said
-    in the text and kept in the JSON."""
+def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Path:
+    """report.json, report.md, report.html and the held-out grid. `generation` is the run's own
+    (the guidance of held-out and candidate images, the adapter's gate): said in the text, kept in
+    the JSON."""
     out = run_dir / "report"
     rounds = state.get("rounds", [])
     metric = state["metric"]
@@ -88,7 +90,7 @@ def write_report(run_dir: Path, state: dict, *, guidance_scale: float, candidate
     best_no = best_round(state)
     references_file = run_dir / "base" / "references.json"
     references = read_json(references_file) if references_file.exists() else {}
-    best_eval = evaluation_dir(run_dir, best_no)
+    base_eval, best_eval = evaluation_dir(run_dir, None), evaluation_dir(run_dir, best_no)
     data = {
         "goal": read_json(run_dir / "plan.json")["goal"],
         "metric": metric,
@@ -100,17 +102,17 @@ def write_report(run_dir: Path, state: dict, *, guidance_scale: float, candidate
         # best - base with Newcombe's 95% interval (conservative for these paired evaluations)
         "gain": {k: difference_ci(best[k], base[k]) for k in (metric, "object_accuracy")},
         # the same, with the paired standard error of atelier.shapes.paired (what decide uses)
-        "gain_paired": _paired_gains(run_dir / "base", best_eval, (metric, "object_accuracy")),
+        "gain_paired": _paired_gains(base_eval, best_eval, (metric, "object_accuracy")),
         # The same prompts judged on ground-truth renders, with and without the relation (shapes world).
         "references": references,
-        "adapter_min_timestep": adapter_min_timestep,
-        "guidance_scale": guidance_scale,
-        "candidate_guidance_scale": candidate_guidance_scale,
+        "adapter_min_timestep": generation.adapter_min_timestep,
+        "guidance_scale": generation.guidance_scale,
+        "candidate_guidance_scale": generation.candidate_guidance_scale,
     }
     write_json_atomic(out / "report.json", data)
     prompts = read_json(Path(state["heldout_file"]))
-    cfg_k = len([p for p in (run_dir / "base" / "images").glob("p000_*.png")])
-    grid = _grid(run_dir, best_eval, prompts, cfg_k)
+    cfg_k = len([p for p in (base_eval / "images").glob("p000_*.png")])
+    grid = _grid(run_dir, base_eval, best_eval, prompts, cfg_k)
 
     header = "| | " + " | ".join(_KEYS) + " | promoted |\n|" + "---|" * (len(_KEYS) + 2) + "\n"
     lines = ["| base | " + " | ".join(format_share(base.get(k)) for k in _KEYS) + " | |"]
@@ -126,7 +128,7 @@ def write_report(run_dir: Path, state: dict, *, guidance_scale: float, candidate
     if gain is not None and data["gain_paired"].get(metric):
         lo, hi = data["gain_paired"][metric]["ci95"]
         gain_text += f"; paired 95% CI [{lo:+.3f}, {hi:+.3f}]"
-    gate_text = sampling_text(guidance_scale, candidate_guidance_scale, adapter_min_timestep)
+    gate_text = sampling_text(generation)
     scale_text = "".join(f" {REFERENCE_KINDS[kind].capitalize()}: {format_share(m.get(metric))}."
                          for kind, m in references.items())
     md = (

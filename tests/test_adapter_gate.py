@@ -130,3 +130,7 @@ def test_generate_cli_gates_the_adapter(tiny_sd15, tiny_sd15_lora, tmp_path, cap
 def test_shapes_eval_cli_rejects_a_gate_out_of_range(capsys):
     assert atelier_main(["shapes", "eval", "--n", "1", "--adapter-min-timestep", "1000"]) == 2
     assert "--adapter-min-timestep" in capsys.readouterr().err
+    # generate takes the same bounds as the config and shapes eval
+    assert atelier_main(["generate", "--prompt", "a red circle", "--out", "unused", "--adapter-min-timestep", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--adapter-min-timestep must be between 0 and 999, got -1" in err and err.strip().count("\n") == 0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from atelier.config import GenerationConfig
 from atelier.graphs.nodes import image_seed
 from atelier.report import sampling_text
 from atelier.tools.generate import GenerationRequest, generate, load_generator
@@ -119,6 +120,7 @@ def test_candidates_use_their_own_guidance(finished_run):
 
 
 def test_report_says_how_images_were_sampled():
-    assert sampling_text(3.0, None, 0) == "" and sampling_text(3.0, 3.0, 0) == ""
-    text = sampling_text(3.0, 6.0, 749)
+    assert sampling_text(GenerationConfig()) == ""
+    assert sampling_text(GenerationConfig(guidance_scale=3.0, candidate_guidance_scale=3.0)) == ""
+    text = sampling_text(GenerationConfig(guidance_scale=3.0, candidate_guidance_scale=6.0, adapter_min_timestep=749))
     assert "base model were sampled at guidance 6" in text and "at guidance 3" in text and ">= 749" in text

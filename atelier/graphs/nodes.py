@@ -312,7 +312,5 @@ def after_decide(state: LoopState) -> str:
 def report(state: LoopState, ctx: LoopContext) -> dict:
     from atelier.report import write_report
 
-    g = ctx.config.generation
-    path = write_report(ctx.run_dir, state, guidance_scale=g.guidance_scale,
-                        candidate_guidance_scale=g.candidate_guidance_scale, adapter_min_timestep=g.adapter_min_timestep)
+    path = write_report(ctx.run_dir, state, ctx.config.generation)
     return {"report": str(path)}
