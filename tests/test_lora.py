@@ -230,3 +230,23 @@ def test_min_timestep_trains_only_on_late_timesteps(base, dataset, tmp_path, mon
                         lambda unet, sch, x0, noise, t, emb, *a: seen.append(t.clone()) or real(unet, sch, x0, noise, t, emb, *a))
     train_lora_sft(base, dataset[0], tmp_path / "late", TINY.model_copy(update={"min_timestep": 975}))
     assert len(seen) == TINY.steps and all(t.min() >= 975 for t in seen)
+
+
+def test_adapter_on_convolutions_loads_whole(base, dataset, tmp_path):
+    """Targets beyond the attention projections (resnet convs, proj_in) must load back in full:
+    diffusers reads a file's naming from its first key, so mixed names would drop the attention half."""
+    from peft.utils import get_peft_model_state_dict
+
+    targets = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "proj_in")
+    out = tmp_path / "conv"
+    train_lora_sft(base, dataset[0], out, TINY.model_copy(update={"target_modules": targets}))
+    with safe_open(out / ADAPTER_WEIGHTS, "pt") as f:
+        saved = {k: f.get_tensor(k) for k in f.keys()}
+    assert any(".conv1." in k for k in saved) and any(".to_q." in k for k in saved)
+    base.save_pretrained(tmp_path / "model")
+    pipe = ShapesPipeline.from_pretrained(tmp_path / "model")
+    pipe.load_lora_weights(out, adapter_name="sft")
+    loaded = get_peft_model_state_dict(pipe.unet, adapter_name="sft")
+    assert len(loaded) == len(saved)
+    for key, value in loaded.items():
+        assert torch.equal(value.float(), saved[f"unet.{key}"]), key

@@ -122,10 +122,14 @@ def adapter_hash(adapter_dir: str | Path) -> str:
 
 def _diffusers_lora_state(model, adapter_name: str) -> dict[str, torch.Tensor]:
     peft_state = get_peft_model_state_dict(model, adapter_name=adapter_name)
-    return {
-        k: v.detach().to("cpu", torch.float32).contiguous()
-        for k, v in convert_state_dict_to_diffusers(peft_state).items()
-    }
+    converted = convert_state_dict_to_diffusers(peft_state)
+    # The conversion renames attention projections only (to_q.lora_A -> to_q.lora.down). With
+    # other targets (conv1, proj_in, ...) the file would mix both namings, and diffusers decides
+    # how to read a file from its first key, so one half would silently not load. PEFT names
+    # throughout load as they are.
+    if any(".lora_A." in k or ".lora_B." in k for k in converted):
+        converted = peft_state
+    return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in converted.items()}
 
 
 def write_adapter(
