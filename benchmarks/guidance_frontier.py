@@ -49,7 +49,7 @@ def differences(new: list[dict], old: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", required=True, help="an adapter folder (a round's adapter/)")
-    parser.add_argument("--model", default="shapes", help="the base model the adapter was trained on")
+    parser.add_argument("--model", default="shapes", help="the shapes model the adapter was trained on ('shapes' = the shipped one)")
     parser.add_argument("--guidances", type=float, nargs="+", default=[2.0, 3.0, 4.5, 6.0])
     parser.add_argument("--adapter-guidance", type=float, default=3.0,
                         help="the guidance the loop evaluated the adapter at (the demo's generation.guidance_scale)")
