@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from atelier.atomic import write_json_atomic, write_text_atomic
 from atelier.config import GenerationConfig
-from atelier.runs import best_round, evaluation_dir, read_json, read_jsonl
+from atelier.runs import best_round, evaluation_dir, guided_base_dir, read_json, read_jsonl
 from atelier.shapes.metrics import difference_ci
 from atelier.shapes.paired import paired_difference
 from atelier.shapes.references import REFERENCE_KINDS
@@ -64,6 +64,21 @@ def _paired_gains(base_eval: Path, best_eval: Path, keys: tuple[str, ...]) -> di
     return gains
 
 
+def guided_base_text(gains: dict, metric: str, generation: GenerationConfig) -> str:
+    """Best minus the base sampled at the candidates' guidance, in a sentence (empty without it)."""
+    if metric not in gains:
+        return ""
+    parts = [f"{key} {g['value']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]"
+             for key, g in ((k, gains[k]) for k in (metric, "object_accuracy") if k in gains)]
+    lo, hi = gains[metric]["ci95"]
+    verdict = ("training beat raising the guidance" if lo > 0
+               else "raising guidance_scale alone does better" if hi < 0
+               else "training and raising the guidance cannot be told apart")
+    return (f" Best minus the base sampled at the candidates' guidance "
+            f"({generation.candidate_guidance_scale:g}), same prompts and seeds, paired 95% CI: "
+            f"{', '.join(parts)}: {verdict} on {metric}.")
+
+
 def sampling_text(generation: GenerationConfig) -> str:
     """How the run's images were drawn, in a sentence or two (empty when nothing is unusual)."""
     text = ""
@@ -91,6 +106,8 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
     references_file = run_dir / "base" / "references.json"
     references = read_json(references_file) if references_file.exists() else {}
     base_eval, best_eval = evaluation_dir(run_dir, None), evaluation_dir(run_dir, best_no)
+    guided_eval = guided_base_dir(run_dir)
+    guided = read_json(guided_eval / "metrics.json") if (guided_eval / "metrics.json").exists() else None
     data = {
         "goal": read_json(run_dir / "plan.json")["goal"],
         "metric": metric,
@@ -105,6 +122,10 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
         "gain_paired": _paired_gains(base_eval, best_eval, (metric, "object_accuracy")),
         # The same prompts judged on ground-truth renders, with and without the relation (shapes world).
         "references": references,
+        # The base sampled at the candidates' guidance, and best minus it (paired): did training beat
+        # raising the guidance? Null when the candidates use guidance_scale.
+        "base_at_candidate_guidance": guided,
+        "gain_over_guided_base_paired": _paired_gains(guided_eval, best_eval, (metric, "object_accuracy")) if guided else {},
         "adapter_min_timestep": generation.adapter_min_timestep,
         "guidance_scale": generation.guidance_scale,
         "candidate_guidance_scale": generation.candidate_guidance_scale,
@@ -121,6 +142,9 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
                      + f" | {'yes' if r['promoted'] else 'no'} |")
     lines.append(f"| best ({'round ' + str(best_no) if best_no else 'base'}) | "
                  + " | ".join(format_share(best.get(k)) for k in _KEYS) + " | |")
+    if guided:
+        lines.append(f"| base at guidance {generation.candidate_guidance_scale:g} (the candidates') | "
+                     + " | ".join(format_share(guided.get(k)) for k in _KEYS) + " | |")
     for kind, m in references.items():
         lines.append(f"| {REFERENCE_KINDS[kind]} | " + " | ".join(format_share(m.get(k)) for k in _KEYS) + " | |")
     gain = data["gain"][metric]
@@ -128,7 +152,7 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
     if gain is not None and data["gain_paired"].get(metric):
         lo, hi = data["gain_paired"][metric]["ci95"]
         gain_text += f"; paired 95% CI [{lo:+.3f}, {hi:+.3f}]"
-    gate_text = sampling_text(generation)
+    gate_text = sampling_text(generation) + guided_base_text(data["gain_over_guided_base_paired"], metric, generation)
     scale_text = "".join(f" {REFERENCE_KINDS[kind].capitalize()}: {format_share(m.get(metric))}."
                          for kind, m in references.items())
     md = (

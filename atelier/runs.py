@@ -49,6 +49,12 @@ def evaluation_dir(run_dir: Path, round_no: int | None) -> Path:
     return run_dir / "base" if round_no is None else round_dir(run_dir, round_no) / "eval"
 
 
+def guided_base_dir(run_dir: Path) -> Path:
+    """The base's held-out evaluation at generation.candidate_guidance_scale: a reference that
+    tells whether training beat raising the guidance, never a candidate."""
+    return run_dir / "base" / "at_candidate_guidance"
+
+
 # --- status -----------------------------------------------------------------------------------
 
 

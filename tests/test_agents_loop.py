@@ -55,11 +55,12 @@ def test_the_run_finishes_with_the_agents_answers(openai_run):
 
 def test_judgments_come_from_the_vlm_and_failures_are_recorded(openai_run):
     run_dir, _, server, _ = openai_run
-    files = [run_dir / "base" / "judgments.jsonl", run_dir / "round_001" / "eval" / "judgments.jsonl",
-             *sorted((run_dir / "round_001" / "judge").glob("batch_*.jsonl"))]
+    # Held-out: the base, the base at the candidates' guidance (a reference) and round 1's candidate.
+    files = [run_dir / "base" / "judgments.jsonl", run_dir / "base" / "at_candidate_guidance" / "judgments.jsonl",
+             run_dir / "round_001" / "eval" / "judgments.jsonl", *sorted((run_dir / "round_001" / "judge").glob("batch_*.jsonl"))]
     rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
     budget = TINY["budget"]
-    assert len(rows) == 2 * budget["heldout_prompts"] * budget["images_per_heldout_prompt"] + budget["prompts_per_round"] * budget["images_per_prompt"]
+    assert len(rows) == 3 * budget["heldout_prompts"] * budget["images_per_heldout_prompt"] + budget["prompts_per_round"] * budget["images_per_prompt"]
     assert all(r["detections"] == [] and r["judge"]["model"] == "scripted-vlm" for r in rows)
     failed = [r for r in rows if r["judge_failed"]]
     assert failed and all(r["judge_raw"] == '{"verdict": "looks fine to me"}' and not r["ipr_correct"] for r in failed)

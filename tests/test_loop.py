@@ -10,7 +10,7 @@ from PIL import Image
 
 from atelier.config import GenerationConfig
 from atelier.graphs.nodes import image_seed
-from atelier.report import sampling_text
+from atelier.report import guided_base_text, sampling_text
 from atelier.tools.generate import GenerationRequest, generate, load_generator
 from atelier.tools.lora import adapter_hash
 from loop_helpers import atelier, write_config
@@ -48,6 +48,13 @@ def test_outputs_are_on_disk(finished_run):
     assert "sampling timesteps >= 500" in (run_dir / "report" / "report.md").read_text()
     assert report["candidate_guidance_scale"] == 5.0 and report["guidance_scale"] == 3.0
     assert "candidates from the base model were sampled at guidance 5" in (run_dir / "report" / "report.md").read_text()
+    # The base at the candidates' guidance, as a reference row and a paired comparison with the best.
+    guided = report["base_at_candidate_guidance"]
+    assert guided["n_images"] == 8 and guided != report["base"]
+    assert set(report["gain_over_guided_base_paired"]) == {"relation_accuracy_cond", "object_accuracy"}
+    summary = (run_dir / "report" / "report.md").read_text()
+    assert "| base at guidance 5 (the candidates') |" in summary
+    assert "Best minus the base sampled at the candidates' guidance (5)" in summary
     # best - base also with the paired interval: the same point estimate, its own width.
     paired, newcombe = report["gain_paired"]["object_accuracy"], report["gain"]["object_accuracy"]
     assert paired["value"] == pytest.approx(newcombe["value"]) and paired["ci95"][0] <= paired["value"] <= paired["ci95"][1]
@@ -117,6 +124,23 @@ def test_candidates_use_their_own_guidance(finished_run):
     # The base's held-out images stay at guidance_scale.
     prompt = json.loads((run_dir / "heldout" / "prompts.json").read_text())[0]
     assert closer_to(str(run_dir / "base" / "images" / "p000_0.png"), prompt, image_seed(7, 0, 0, 0)) == 3.0
+    # ...and the base's reference evaluation is drawn at the candidates' guidance, on the same seeds.
+    guided = run_dir / "base" / "at_candidate_guidance" / "images" / "p000_0.png"
+    assert closer_to(str(guided), prompt, image_seed(7, 0, 0, 0)) == 5.0
+
+
+def test_report_says_whether_training_beat_raising_the_guidance():
+    generation = GenerationConfig(guidance_scale=3.0, candidate_guidance_scale=6.0)
+    metric = "relation_accuracy_cond"
+
+    def text(lo: float, hi: float) -> str:
+        return guided_base_text({metric: {"value": (lo + hi) / 2, "ci95": [lo, hi]}}, metric, generation)
+
+    assert "training beat raising the guidance" in text(0.01, 0.05)
+    assert "raising guidance_scale alone does better" in text(-0.05, -0.01)
+    assert "cannot be told apart" in text(-0.02, 0.03)
+    assert "candidates' guidance (6)" in text(0.01, 0.05) and "[+0.010, +0.050]" in text(0.01, 0.05)
+    assert guided_base_text({}, metric, generation) == ""
 
 
 def test_report_says_how_images_were_sampled():

@@ -22,7 +22,7 @@ from atelier.faults import maybe_die
 from atelier.graphs.state import BatchTask, LoopContext, LoopState, RoundRecord
 from atelier.ipr import ipr_rows
 from atelier.atomic import staged_dir, write_json_atomic, write_jsonl_atomic
-from atelier.runs import best_round, evaluation_dir, read_json, read_jsonl, round_dir, set_status
+from atelier.runs import best_round, evaluation_dir, guided_base_dir, read_json, read_jsonl, round_dir, set_status
 from atelier.shapes.metrics import ImageJudgment, summarize
 from atelier.shapes.paired import paired_difference
 from atelier.shapes.references import reference_metrics
@@ -76,8 +76,9 @@ def plan(state: LoopState, ctx: LoopContext) -> dict:
             "best_adapter": None, "no_improve": 0}
 
 
-def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path) -> dict:
-    """Held-out metrics of the base (adapter None) or an adapter; cached in out/metrics.json."""
+def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path, guidance: float | None = None) -> dict:
+    """Held-out metrics of the base (adapter None) or an adapter, at `guidance` (None: the config's
+    guidance_scale); cached in out/metrics.json."""
     metrics_file = out / "metrics.json"
     if metrics_file.exists():
         return read_json(metrics_file)
@@ -91,7 +92,8 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
     if not (out / "images").exists():  # a crash after the images were saved skips straight to judging
         pipe = load_generator(cfg.model, adapter, cfg.generation.lora_scale, cfg.device, generation_options(cfg.generation))
         images = generate(pipe, GenerationRequest([p for _, p, _ in items], seeds, cfg.generation.steps,
-                                                  cfg.generation.guidance_scale, cfg.generation.batch_size))
+                                                  cfg.generation.guidance_scale if guidance is None else guidance,
+                                                  cfg.generation.batch_size))
         with staged_dir(out / "images") as tmp:
             for name, img in zip(names, images):
                 img.save(tmp / name)
@@ -115,6 +117,11 @@ def baseline(state: LoopState, ctx: LoopContext) -> dict:
         write_json_atomic(references_file, reference_metrics(
             read_json(Path(state["heldout_file"])), cfg.budget.images_per_heldout_prompt,
             lambda i, k: image_seed(cfg.seed, 0, i, k)))
+    guided = ctx.config.generation.candidate_guidance_scale
+    if guided is not None and guided != ctx.config.generation.guidance_scale:
+        # On the shapes world the loop's gain is the candidates' guidance, learned (BENCHMARKS.md):
+        # the base sampled at that guidance is the reference a gain has to beat to be worth training.
+        _evaluate(ctx, state, None, guided_base_dir(ctx.run_dir), guidance=guided)
     return {"base_metrics": metrics, "best_metrics": metrics}
 
 
