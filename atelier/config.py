@@ -105,6 +105,11 @@ class BudgetConfig(_Strict):
     images_per_prompt: int = Field(4, ge=1, description="candidates generated per training prompt")
     heldout_prompts: int = Field(40, ge=1, le=80, description="held-out prompts used to evaluate (of the 80 in the split)")
     images_per_heldout_prompt: int = Field(4, ge=1, le=16, description="images per held-out prompt at evaluation (each has its own seed; 16 at most)")
+    guided_base_reference: bool = Field(
+        True, description="when generation.candidate_guidance_scale differs from guidance_scale, also evaluate the base "
+        "at it on the held-out prompts and seeds, so the report says whether training beat raising the guidance "
+        "(one more held-out evaluation: about 1 min in the demo, or as many judge calls as an evaluation)",
+    )
     batch_prompts: int = Field(16, ge=1, description="prompts per generate/judge task (the unit of fan-out and of resume)")
 
 
@@ -141,7 +146,8 @@ class GenerationConfig(_Strict):
     candidate_guidance_scale: float | None = Field(
         None, ge=1.0, description="classifier-free guidance of the training candidates drawn from the base model "
         "(null = guidance_scale): they follow the prompt more often, and the adapter learns that. An adapter's "
-        "candidates and every held-out image use guidance_scale (BENCHMARKS.md, 'Stronger guidance')",
+        "candidates and every held-out image the loop decides on use guidance_scale (BENCHMARKS.md, 'Stronger "
+        "guidance'); budget.guided_base_reference adds the base at this guidance as a reference for the report",
     )
     batch_size: int = Field(64, ge=1, description="images per forward batch")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
@@ -167,6 +173,11 @@ class GenerationConfig(_Strict):
         "base model below: the noisy steps decide where objects sit (the relation), the late ones draw them, and an "
         "adapter trained on the model's own samples costs object accuracy there. 0 = every step",
     )
+
+    @property
+    def candidates_guided_apart(self) -> bool:
+        """Whether the base's training candidates are sampled at a guidance of their own."""
+        return self.candidate_guidance_scale is not None and self.candidate_guidance_scale != self.guidance_scale
 
     def candidate_guidance(self, adapter: str | None) -> float:
         """Guidance of a training candidate drawn with `adapter` (None = the base). Only the base's

@@ -83,9 +83,9 @@ def sampling_text(generation: GenerationConfig) -> str:
     """How the run's images were drawn, in a sentence or two (empty when nothing is unusual)."""
     text = ""
     g, candidate_g = generation.guidance_scale, generation.candidate_guidance_scale
-    if candidate_g is not None and candidate_g != g:
+    if generation.candidates_guided_apart:
         text += (f" Training candidates from the base model were sampled at guidance {candidate_g:g};"
-                 f" those from an adapter, and every held-out image, at guidance {g:g}.")
+                 f" those from an adapter, and every held-out image a decision rests on, at guidance {g:g}.")
     if generation.adapter_min_timestep:
         text += (" Adapter images were drawn with the adapter on only at sampling timesteps >= "
                  f"{generation.adapter_min_timestep} (the base model below).")
@@ -108,6 +108,8 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
     base_eval, best_eval = evaluation_dir(run_dir, None), evaluation_dir(run_dir, best_no)
     guided_eval = guided_base_dir(run_dir)
     guided = read_json(guided_eval / "metrics.json") if (guided_eval / "metrics.json").exists() else None
+    # Only an adapter can have beaten the guidance; with the base kept, there is nothing to compare.
+    guided_gains = _paired_gains(guided_eval, best_eval, (metric, "object_accuracy")) if guided and best_no else {}
     data = {
         "goal": read_json(run_dir / "plan.json")["goal"],
         "metric": metric,
@@ -125,7 +127,7 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
         # The base sampled at the candidates' guidance, and best minus it (paired): did training beat
         # raising the guidance? Null when the candidates use guidance_scale.
         "base_at_candidate_guidance": guided,
-        "gain_over_guided_base_paired": _paired_gains(guided_eval, best_eval, (metric, "object_accuracy")) if guided else {},
+        "gain_over_guided_base_paired": guided_gains,
         "adapter_min_timestep": generation.adapter_min_timestep,
         "guidance_scale": generation.guidance_scale,
         "candidate_guidance_scale": generation.candidate_guidance_scale,
@@ -143,7 +145,8 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
     lines.append(f"| best ({'round ' + str(best_no) if best_no else 'base'}) | "
                  + " | ".join(format_share(best.get(k)) for k in _KEYS) + " | |")
     if guided:
-        lines.append(f"| base at guidance {generation.candidate_guidance_scale:g} (the candidates') | "
+        guided_g = guided.get("guidance_scale", generation.candidate_guidance_scale)
+        lines.append(f"| base at guidance {guided_g:g} (the candidates') | "
                      + " | ".join(format_share(guided.get(k)) for k in _KEYS) + " | |")
     for kind, m in references.items():
         lines.append(f"| {REFERENCE_KINDS[kind]} | " + " | ".join(format_share(m.get(k)) for k in _KEYS) + " | |")

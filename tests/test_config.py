@@ -85,3 +85,11 @@ def test_only_the_base_candidates_get_the_candidate_guidance():
     # an adapter at scale 0 is the base model
     assert gen.model_copy(update={"lora_scale": 0.0}).candidate_guidance("runs/x/round_001/adapter") == 6.0
     assert gen.model_copy(update={"candidate_guidance_scale": None}).candidate_guidance(None) == 3.0
+
+
+def test_candidates_are_guided_apart_only_at_another_guidance():
+    gen = load_config(EXAMPLE, ["generation.guidance_scale=3", "generation.candidate_guidance_scale=6"]).generation
+    assert gen.candidates_guided_apart
+    assert not gen.model_copy(update={"candidate_guidance_scale": 3.0}).candidates_guided_apart
+    assert not gen.model_copy(update={"candidate_guidance_scale": None}).candidates_guided_apart
+    assert load_config(EXAMPLE, ["budget.guided_base_reference=false"]).budget.guided_base_reference is False

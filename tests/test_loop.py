@@ -2,6 +2,7 @@
 training, real SQLite checkpointer), its outputs, its status, and its checkpoint size."""
 
 import json
+import shutil
 import sqlite3
 
 import numpy as np
@@ -10,7 +11,7 @@ from PIL import Image
 
 from atelier.config import GenerationConfig
 from atelier.graphs.nodes import image_seed
-from atelier.report import guided_base_text, sampling_text
+from atelier.report import guided_base_text, sampling_text, write_report
 from atelier.tools.generate import GenerationRequest, generate, load_generator
 from atelier.tools.lora import adapter_hash
 from loop_helpers import atelier, write_config
@@ -51,10 +52,12 @@ def test_outputs_are_on_disk(finished_run):
     # The base at the candidates' guidance, as a reference row and a paired comparison with the best.
     guided = report["base_at_candidate_guidance"]
     assert guided["n_images"] == 8 and guided != report["base"]
-    assert set(report["gain_over_guided_base_paired"]) == {"relation_accuracy_cond", "object_accuracy"}
+    assert guided["guidance_scale"] == 5.0 and report["base"]["guidance_scale"] == 3.0
     summary = (run_dir / "report" / "report.md").read_text()
     assert "| base at guidance 5 (the candidates') |" in summary
-    assert "Best minus the base sampled at the candidates' guidance (5)" in summary
+    # With no adapter kept there is nothing to set against the guidance (the next test keeps one).
+    if report["best"]["round"] is None:
+        assert report["gain_over_guided_base_paired"] == {} and "Best minus the base sampled" not in summary
     # best - base also with the paired interval: the same point estimate, its own width.
     paired, newcombe = report["gain_paired"]["object_accuracy"], report["gain"]["object_accuracy"]
     assert paired["value"] == pytest.approx(newcombe["value"]) and paired["ci95"][0] <= paired["value"] <= paired["ci95"][1]
@@ -141,6 +144,27 @@ def test_report_says_whether_training_beat_raising_the_guidance():
     assert "cannot be told apart" in text(-0.02, 0.03)
     assert "candidates' guidance (6)" in text(0.01, 0.05) and "[+0.010, +0.050]" in text(0.01, 0.05)
     assert guided_base_text({}, metric, generation) == ""
+
+
+def test_report_sets_the_best_adapter_against_the_guided_base(finished_run, tmp_path):
+    """The report of a run whose round 1 was kept: best minus the base at the candidates' guidance,
+    paired on the same seeds (its value is the plain difference), and the sentence that says it."""
+    run_dir = shutil.copytree(finished_run[0], tmp_path / "tiny")
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    rounds = [{**r, "metrics": r["candidate"], "promoted": r["round"] == 1} for r in report["rounds"]]
+    state = {"rounds": rounds, "metric": report["metric"], "base_metrics": report["base"],
+             "best_adapter": rounds[0]["adapter"], "best_metrics": rounds[0]["metrics"],
+             "heldout_file": str(run_dir / "heldout" / "prompts.json"), "stop_reason": "test"}
+    write_report(run_dir, state, GenerationConfig(guidance_scale=3.0, candidate_guidance_scale=5.0))
+    kept = json.loads((run_dir / "report" / "report.json").read_text())
+    guided, gains = kept["base_at_candidate_guidance"], kept["gain_over_guided_base_paired"]
+    assert kept["best"]["round"] == 1 and set(gains) == {"relation_accuracy_cond", "object_accuracy"}
+    for key, gain in gains.items():
+        assert gain["value"] == pytest.approx(rounds[0]["metrics"][key]["value"] - guided[key]["value"])
+        assert gain["ci95"][0] <= gain["value"] <= gain["ci95"][1]
+    sentence = "Best minus the base sampled at the candidates' guidance (5)"
+    assert sentence in (run_dir / "report" / "report.md").read_text()
+    assert sentence.replace("'", "&#x27;") in (run_dir / "report" / "report.html").read_text()
 
 
 def test_report_says_how_images_were_sampled():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
+from peft.utils import get_peft_model_state_dict
 from PIL import Image
 from safetensors import safe_open
 
@@ -235,8 +236,6 @@ def test_min_timestep_trains_only_on_late_timesteps(base, dataset, tmp_path, mon
 def test_adapter_on_convolutions_loads_whole(base, dataset, tmp_path):
     """Targets beyond the attention projections (resnet convs, proj_in) must load back in full:
     diffusers reads a file's naming from its first key, so mixed names would drop the attention half."""
-    from peft.utils import get_peft_model_state_dict
-
     targets = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "proj_in")
     out = tmp_path / "conv"
     train_lora_sft(base, dataset[0], out, TINY.model_copy(update={"target_modules": targets}))

@@ -13,7 +13,8 @@ def _outcome(run_dir):
     report = json.loads((run_dir / "report" / "report.json").read_text())
     best = report["best"]["adapter"]
     rounds = [(r["round"], r["promoted"], json.dumps(r["candidate"], sort_keys=True)) for r in report["rounds"]]
-    return (adapter_hash(best) if best else None), rounds, json.dumps(report["base"], sort_keys=True)
+    guided = json.dumps([report["base_at_candidate_guidance"], report["gain_over_guided_base_paired"]], sort_keys=True)
+    return (adapter_hash(best) if best else None), rounds, json.dumps(report["base"], sort_keys=True), guided
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def reference(tmp_path_factory):
     return _outcome(tmp / "runs" / "ref")
 
 
-@pytest.mark.parametrize("point", ["generate", "train_step:2", "evaluate"])
+@pytest.mark.parametrize("point", ["baseline:base", "generate", "train_step:2", "evaluate"])
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, reference, point):
     cfg = write_config(tmp_path)
     killed = atelier("run", str(cfg), "--run-id", "r", env={"ATELIER_DIE_AT": point})

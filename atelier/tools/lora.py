@@ -2,9 +2,9 @@
 
 An adapter directory holds
 - `pytorch_lora_weights.safetensors`: the weights as `StableDiffusionPipeline.save_lora_weights`
-  writes them (keys `unet.<module>.lora.down/up.weight`, or peft's
-  `lora_A/lora_B` names when targets go beyond the attention projections; peft's LoraConfig in the safetensors
-  metadata so rank and alpha survive loading), readable by any pipeline's `load_lora_weights`;
+  writes them (keys `unet.<module>.lora.down/up.weight`, or peft's `lora_A/lora_B` names when
+  targets go beyond the attention projections; peft's LoraConfig in the safetensors metadata so
+  rank and alpha survive loading), readable by any pipeline's `load_lora_weights`;
 - `atelier_adapter.json`: what atelier needs to know about it (rank, alpha, target modules,
   sha256 of the weights, plus whatever the caller passes: base model, steps, ...). It is written
   last, and the whole directory appears at once (staged, then renamed), so its presence means
