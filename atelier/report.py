@@ -103,7 +103,7 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
     best_adapter = state.get("best_adapter")
     best = state.get("best_metrics", base)
     best_no = best_round(state)
-    references_file = run_dir / "base" / "references.json"
+    references_file = evaluation_dir(run_dir, None) / "references.json"
     references = read_json(references_file) if references_file.exists() else {}
     base_eval, best_eval = evaluation_dir(run_dir, None), evaluation_dir(run_dir, best_no)
     guided_eval = guided_base_dir(run_dir)

@@ -52,7 +52,7 @@ def evaluation_dir(run_dir: Path, round_no: int | None) -> Path:
 def guided_base_dir(run_dir: Path) -> Path:
     """The base's held-out evaluation at generation.candidate_guidance_scale: a reference that
     tells whether training beat raising the guidance, never a candidate."""
-    return run_dir / "base" / "at_candidate_guidance"
+    return evaluation_dir(run_dir, None) / "at_candidate_guidance"
 
 
 # --- status -----------------------------------------------------------------------------------

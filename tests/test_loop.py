@@ -55,9 +55,12 @@ def test_outputs_are_on_disk(finished_run):
     assert guided["guidance_scale"] == 5.0 and report["base"]["guidance_scale"] == 3.0
     summary = (run_dir / "report" / "report.md").read_text()
     assert "| base at guidance 5 (the candidates') |" in summary
-    # With no adapter kept there is nothing to set against the guidance (the next test keeps one).
+    # With no adapter kept there is nothing to set against the guidance (a later test keeps one).
     if report["best"]["round"] is None:
         assert report["gain_over_guided_base_paired"] == {} and "Best minus the base sampled" not in summary
+    else:
+        assert set(report["gain_over_guided_base_paired"]) == {"relation_accuracy_cond", "object_accuracy"}
+        assert "Best minus the base sampled at the candidates' guidance (5)" in summary
     # best - base also with the paired interval: the same point estimate, its own width.
     paired, newcombe = report["gain_paired"]["object_accuracy"], report["gain"]["object_accuracy"]
     assert paired["value"] == pytest.approx(newcombe["value"]) and paired["ci95"][0] <= paired["value"] <= paired["ci95"][1]

@@ -83,6 +83,7 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
     if metrics_file.exists():
         return read_json(metrics_file)
     cfg = ctx.config
+    guidance = cfg.generation.guidance_scale if guidance is None else guidance
     prompts = read_json(Path(state["heldout_file"]))
     k = cfg.budget.images_per_heldout_prompt
     items = [(i, p, j) for i, p in enumerate(prompts) for j in range(k)]
@@ -92,8 +93,7 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
     if not (out / "images").exists():  # a crash after the images were saved skips straight to judging
         pipe = load_generator(cfg.model, adapter, cfg.generation.lora_scale, cfg.device, generation_options(cfg.generation))
         images = generate(pipe, GenerationRequest([p for _, p, _ in items], seeds, cfg.generation.steps,
-                                                  cfg.generation.guidance_scale if guidance is None else guidance,
-                                                  cfg.generation.batch_size))
+                                                  guidance, cfg.generation.batch_size))
         with staged_dir(out / "images") as tmp:
             for name, img in zip(names, images):
                 img.save(tmp / name)
@@ -103,7 +103,7 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
     write_jsonl_atomic(out / "judgments.jsonl", judgments)
     metrics = summarize([ImageJudgment.model_validate(j) for j in judgments])
     metrics["seed"] = cfg.seed
-    metrics["guidance_scale"] = cfg.generation.guidance_scale if guidance is None else guidance
+    metrics["guidance_scale"] = guidance
     write_json_atomic(metrics_file, metrics)
     return metrics
 
@@ -112,7 +112,7 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
 def baseline(state: LoopState, ctx: LoopContext) -> dict:
     metrics = _evaluate(ctx, state, None, evaluation_dir(ctx.run_dir, None))
     maybe_die("baseline:base")  # a crash point between the base's evaluations, for the resume tests
-    references_file = ctx.run_dir / "base" / "references.json"
+    references_file = evaluation_dir(ctx.run_dir, None) / "references.json"
     # Chance and ceiling of the same prompts and seeds; only the built-in detector judges them for free.
     if ctx.config.agents.judge.backend == "builtin" and not references_file.exists():
         cfg = ctx.config
