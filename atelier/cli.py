@@ -128,7 +128,7 @@ def cmd_serve_vlm(args) -> int:
 
 def cmd_generate(args) -> int:
     from atelier.atomic import write_jsonl_atomic
-    from atelier.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from atelier.worlds.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS
     from atelier.tools import diffusers_generator
     from atelier.tools.diffusers_generator import DiffusersOptions
     from atelier.tools.generate import GenerationRequest, generate, is_shapes_model, load_generator
@@ -142,7 +142,7 @@ def cmd_generate(args) -> int:
         return _fail(error)
     shapes = is_shapes_model(args.model)
     if args.model == "shapes":
-        from atelier.shapes.scene import parse
+        from atelier.worlds.shapes.scene import parse
 
         for p in prompts:
             parse(p)  # the shapes model only knows its world's captions: say so before sampling
@@ -182,7 +182,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_shapes_train_base(args) -> int:
-    from atelier.shapes.train_base import BaseRecipe, train_base
+    from atelier.worlds.shapes.train_base import BaseRecipe, train_base
 
     fields = {"seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}
     from pydantic import ValidationError
@@ -210,8 +210,8 @@ def cmd_shapes_train_base(args) -> int:
 
 def cmd_shapes_eval(args) -> int:
     from atelier.report import format_share
-    from atelier.shapes.evaluate import MAX_IMAGES_PER_PROMPT, evaluate_model
-    from atelier.shapes.heldout import heldout_scenes
+    from atelier.worlds.shapes.evaluate import MAX_IMAGES_PER_PROMPT, evaluate_model
+    from atelier.worlds.shapes.heldout import heldout_scenes
 
     if not 1 <= args.n <= len(heldout_scenes()):
         return _fail(f"--n must be between 1 and {len(heldout_scenes())} (the held-out prompts), got {args.n}")
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     from atelier.agents.planner import PlanError
     from atelier.config import ConfigError
     from atelier.runs import RunError
-    from atelier.shapes.scene import CaptionError
+    from atelier.worlds.shapes.scene import CaptionError
 
     args = build_parser().parse_args(argv)
     try:

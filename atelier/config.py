@@ -137,7 +137,7 @@ class TrainConfig(_Strict):
 
 class GenerationConfig(_Strict):
     steps: int = Field(
-        8, ge=1, le=1000,  # atelier.shapes.model.DEFAULT_STEPS
+        8, ge=1, le=1000,  # atelier.worlds.shapes.model.DEFAULT_STEPS
         description="sampler steps per image (8 suits the shapes model's DPM-Solver++; about 25 a real model's dpm++2m)",
     )
     guidance_scale: float = Field(

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from atelier.shapes.heldout import is_heldout
-from atelier.shapes.metrics import relation_holds
-from atelier.shapes.scene import MAX_COUNT, MAX_GROUPS, Group, Scene, caption, parse
+from atelier.worlds.shapes.heldout import is_heldout
+from atelier.worlds.shapes.metrics import relation_holds
+from atelier.worlds.shapes.scene import MAX_COUNT, MAX_GROUPS, Group, Scene, caption, parse
 from atelier.tools.detection import Detection
 from atelier.tools.phrases import describe_objects, describe_relation
 

@@ -11,9 +11,9 @@ from PIL import Image, ImageDraw
 from atelier.atomic import write_json_atomic, write_text_atomic
 from atelier.config import GenerationConfig
 from atelier.runs import best_round, evaluation_dir, guided_base_dir, read_json, read_jsonl
-from atelier.shapes.metrics import difference_ci
-from atelier.shapes.paired import paired_difference
-from atelier.shapes.references import REFERENCE_KINDS
+from atelier.worlds.shapes.metrics import difference_ci
+from atelier.worlds.shapes.paired import paired_difference
+from atelier.worlds.shapes.references import REFERENCE_KINDS
 
 _KEYS = ("object_accuracy", "count_accuracy", "relation_accuracy_cond", "relation_accuracy_uncond", "visor_4")
 
@@ -120,7 +120,7 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
         "stop_reason": state.get("stop_reason"),
         # best - base with Newcombe's 95% interval (conservative for these paired evaluations)
         "gain": {k: difference_ci(best[k], base[k]) for k in (metric, "object_accuracy")},
-        # the same, with the paired standard error of atelier.shapes.paired (what decide uses)
+        # the same, with the paired standard error of atelier.worlds.shapes.paired (what decide uses)
         "gain_paired": _paired_gains(base_eval, best_eval, (metric, "object_accuracy")),
         # The same prompts judged on ground-truth renders, with and without the relation (shapes world).
         "references": references,

@@ -21,10 +21,10 @@ from openai_server import OpenAIServer, slow  # noqa: E402  (the tests' server)
 
 from atelier.agents.judge import QuestionsJudgeRequest  # noqa: E402
 from atelier.agents.openai_backend import OpenAIBackend  # noqa: E402
-from atelier.agents.shapes_questions import shapes_questions  # noqa: E402
+from atelier.worlds.shapes.questions import shapes_questions  # noqa: E402
 from atelier.config import AgentConfig  # noqa: E402
-from atelier.shapes.render import render  # noqa: E402
-from atelier.shapes.scene import parse  # noqa: E402
+from atelier.worlds.shapes.render import render  # noqa: E402
+from atelier.worlds.shapes.scene import parse  # noqa: E402
 
 PROMPT = "a red circle to the left of two blue squares"
 

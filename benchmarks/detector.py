@@ -11,11 +11,11 @@ from collections import Counter
 
 import numpy as np
 
-from atelier.shapes.detect import ShapesDetector
-from atelier.shapes.metrics import judge_image
-from atelier.shapes.perturb import Perturbation, perturbed_render
-from atelier.shapes.render import render
-from atelier.shapes.sampling import SceneMix, draw_scene
+from atelier.worlds.shapes.detect import ShapesDetector
+from atelier.worlds.shapes.metrics import judge_image
+from atelier.worlds.shapes.perturb import Perturbation, perturbed_render
+from atelier.worlds.shapes.render import render
+from atelier.worlds.shapes.sampling import SceneMix, draw_scene
 
 
 def main() -> None:

@@ -23,9 +23,9 @@ import torch
 from atelier.agents.planner import plan_builtin
 from atelier.agents.prompt_writer import write_prompts_builtin
 from atelier.report import format_share
-from atelier.shapes.evaluate import evaluate_model
-from atelier.shapes.render import render
-from atelier.shapes.scene import parse
+from atelier.worlds.shapes.evaluate import evaluate_model
+from atelier.worlds.shapes.render import render
+from atelier.worlds.shapes.scene import parse
 from atelier.tools.generate import load_generator
 from atelier.tools.sft import SFTConfig, train_lora_sft, write_sft_dataset
 

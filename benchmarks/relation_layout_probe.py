@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from atelier.report import format_share
-from atelier.shapes.heldout import heldout_scenes
-from atelier.shapes.model import DEFAULT_STEPS
-from atelier.shapes.references import reference_metrics
-from atelier.shapes.render import PALETTE, render
-from atelier.shapes.sampling import SceneMix, draw_scene
-from atelier.shapes.scene import Scene, caption
+from atelier.worlds.shapes.heldout import heldout_scenes
+from atelier.worlds.shapes.model import DEFAULT_STEPS
+from atelier.worlds.shapes.references import reference_metrics
+from atelier.worlds.shapes.render import PALETTE, render
+from atelier.worlds.shapes.sampling import SceneMix, draw_scene
+from atelier.worlds.shapes.scene import Scene, caption
 from atelier.tools.generate import load_generator
 from atelier.tools.model_inputs import images_to_model_inputs
 

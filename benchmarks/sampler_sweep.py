@@ -16,9 +16,9 @@ import numpy as np
 from diffusers import DDIMScheduler
 
 from atelier.report import format_share
-from atelier.shapes.evaluate import generate_images, judge_images
-from atelier.shapes.heldout import heldout_scenes
-from atelier.shapes.model import load_pipeline
+from atelier.worlds.shapes.evaluate import generate_images, judge_images
+from atelier.worlds.shapes.heldout import heldout_scenes
+from atelier.worlds.shapes.model import load_pipeline
 
 KEYS = ("object_accuracy", "colour_accuracy", "shape_accuracy", "count_accuracy_multi", "relation_accuracy_cond")
 

@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from atelier.shapes.detect import detect_all
-from atelier.shapes.heldout import heldout_captions
-from atelier.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS, load_pipeline
+from atelier.worlds.shapes.detect import detect_all
+from atelier.worlds.shapes.heldout import heldout_captions
+from atelier.worlds.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS, load_pipeline
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from atelier.shapes.heldout import is_heldout
-from atelier.shapes.scene import COLOURS, SHAPES, parse
+from atelier.worlds.shapes.heldout import is_heldout
+from atelier.worlds.shapes.scene import COLOURS, SHAPES, parse
 
 
 @dataclass

@@ -12,7 +12,7 @@ from PIL import Image
 
 from atelier.cli import main as atelier_main
 from atelier.config import ConfigError, parse_config
-from atelier.shapes.model import new_pipeline
+from atelier.worlds.shapes.model import new_pipeline
 from atelier.tools.adapter_gate import gate_adapter_by_timestep
 from atelier.tools.diffusers_generator import DiffusersOptions
 from atelier.tools.generate import GenerationRequest, generate, generation_options, load_generator

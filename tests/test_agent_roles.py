@@ -16,13 +16,13 @@ from atelier.agents.planner import PlanRequest, TargetSpec, plan_builtin
 from atelier.agents.prompt_writer import (HeldoutPromptsRequest, RewriteRequest, WritePromptsRequest, WrittenPrompts,
                                           equivalent_captions)
 from atelier.agents.questions import YesNoQuestion, ccsr_outcomes, ccsr_score
-from atelier.agents.shapes_questions import judgment_fields, shapes_questions
+from atelier.worlds.shapes.questions import judgment_fields, shapes_questions
 from atelier.agents.templates import render
 from atelier.config import ConfigError, load_config
-from atelier.shapes.heldout import is_heldout
-from atelier.shapes.metrics import ImageJudgment
-from atelier.shapes.render import render as render_scene
-from atelier.shapes.scene import parse
+from atelier.worlds.shapes.heldout import is_heldout
+from atelier.worlds.shapes.metrics import ImageJudgment
+from atelier.worlds.shapes.render import render as render_scene
+from atelier.worlds.shapes.scene import parse
 
 PROMPT = "a red circle to the left of two blue squares"
 EXAMPLE = "examples/shapes.yaml"

@@ -2,8 +2,8 @@ import pytest
 
 from atelier.agents.planner import PlanError, plan_builtin
 from atelier.agents.prompt_writer import heldout_prompts, write_prompts_builtin
-from atelier.shapes.heldout import heldout_captions, is_heldout
-from atelier.shapes.scene import parse
+from atelier.worlds.shapes.heldout import heldout_captions, is_heldout
+from atelier.worlds.shapes.scene import parse
 
 
 def test_planner_maps_relation_goals():

@@ -17,11 +17,11 @@ from atelier.agents.judge import QuestionsJudgeRequest, YesNoAnswers, judge_batc
 from atelier.agents.openai_backend import AgentEndpointError, OpenAIBackend
 from atelier.agents.planner import plan_with_agent
 from atelier.agents.prompt_writer import write_prompts_with_agent
-from atelier.agents.shapes_questions import shapes_questions
+from atelier.worlds.shapes.questions import shapes_questions
 from atelier.config import AgentConfig, ConfigError
 from atelier.ipr import ipr_rows
-from atelier.shapes.render import render
-from atelier.shapes.scene import parse
+from atelier.worlds.shapes.render import render
+from atelier.worlds.shapes.scene import parse
 from openai_server import (OpenAIServer, Reply, correct, empty, http500, image_urls, invalid_json, schema_name,
                            schema_violation, sequence, slow)
 

@@ -7,12 +7,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from atelier.shapes.detect import NAMES, ShapesDetector, detect_all
-from atelier.shapes.metrics import judge_image
-from atelier.shapes.perturb import Perturbation, perturbed_render
-from atelier.shapes.render import layout, render
-from atelier.shapes.sampling import SceneMix, draw_scene
-from atelier.shapes.scene import Scene, object_names, parse
+from atelier.worlds.shapes.detect import NAMES, ShapesDetector, detect_all
+from atelier.worlds.shapes.metrics import judge_image
+from atelier.worlds.shapes.perturb import Perturbation, perturbed_render
+from atelier.worlds.shapes.render import layout, render
+from atelier.worlds.shapes.sampling import SceneMix, draw_scene
+from atelier.worlds.shapes.scene import Scene, object_names, parse
 
 ALL_KINDS = SceneMix(single=1, counted=1, pair=1, triple=1, related=2)
 
@@ -95,7 +95,7 @@ def _blurred(image, sigma: float):
 
 @pytest.mark.parametrize("sigma", [0.6, 1.0])
 def test_blur_bridging_two_squares_is_split(sigma: float):
-    from atelier.shapes.render import Placed, draw
+    from atelier.worlds.shapes.render import Placed, draw
 
     two = draw([Placed(0, "square", "blue", (4, 8, 14, 18)), Placed(0, "square", "blue", (15.5, 8, 25.5, 18))])
     found = detect_all(_blurred(two, sigma))
@@ -106,7 +106,7 @@ def test_blur_bridging_two_squares_is_split(sigma: float):
 def test_off_colour_rim_stays_part_of_its_object():
     from PIL import Image
 
-    from atelier.shapes.render import Placed, draw
+    from atelier.worlds.shapes.render import Placed, draw
 
     pixels = np.asarray(draw([Placed(0, "square", "red", (8, 8, 20, 20))])).copy()
     pixels[8:20, 17:20] = (240, 175, 30)  # an orange-yellow band, as a generated red square may have

@@ -9,7 +9,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestral
 
 from atelier.cli import main as atelier_main
 from atelier.config import ConfigError, parse_config
-from atelier.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS, SHIPPED_MODEL_DIR
+from atelier.worlds.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS, SHIPPED_MODEL_DIR
 from atelier.tools.diffusers_generator import DiffusersOptions, make_scheduler
 from atelier.tools.generate import GenerationRequest, generate, is_shapes_model, load_generator
 

@@ -14,9 +14,9 @@ from diffusers import DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLP
 from peft import LoraConfig
 from PIL import Image
 
-from atelier.shapes.model import new_pipeline
-from atelier.shapes.render import render
-from atelier.shapes.scene import parse
+from atelier.worlds.shapes.model import new_pipeline
+from atelier.worlds.shapes.render import render
+from atelier.worlds.shapes.scene import parse
 from atelier.tools.datasets import PreferencePair, write_dpo_jsonl, write_dpo_parquet
 from atelier.tools.diffusion_loss import denoising_errors
 from atelier.tools.dpo import DPOConfig, diffusion_dpo_loss, dpo_loss_on_pairs, train_diffusion_dpo

@@ -1,6 +1,6 @@
 from atelier.ipr import ipr_rows, relabel
-from atelier.shapes.metrics import judge_image
-from atelier.shapes.scene import parse
+from atelier.worlds.shapes.metrics import judge_image
+from atelier.worlds.shapes.scene import parse
 from atelier.tools.detection import Detection
 
 

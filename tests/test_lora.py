@@ -15,9 +15,9 @@ from peft.utils import get_peft_model_state_dict
 from PIL import Image
 from safetensors import safe_open
 
-from atelier.shapes.model import ShapesPipeline, new_pipeline
-from atelier.shapes.render import render
-from atelier.shapes.scene import parse
+from atelier.worlds.shapes.model import ShapesPipeline, new_pipeline
+from atelier.worlds.shapes.render import render
+from atelier.worlds.shapes.scene import parse
 from atelier.tools.diffusion_loss import per_sample_loss, weighted_loss
 from atelier.tools.lora import ADAPTER_METADATA, ADAPTER_WEIGHTS, adapter_hash, load_adapter_into
 from atelier.tools.sft import (

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from atelier.shapes.evaluate import evaluate, image_seed, judge_images
-from atelier.shapes.metrics import ImageJudgment, aggregate, judge_image, relation_holds, wilson_interval
-from atelier.shapes.render import render
-from atelier.shapes.scene import parse
+from atelier.worlds.shapes.evaluate import evaluate, image_seed, judge_images
+from atelier.worlds.shapes.metrics import ImageJudgment, aggregate, judge_image, relation_holds, wilson_interval
+from atelier.worlds.shapes.render import render
+from atelier.worlds.shapes.scene import parse
 from atelier.tools.detection import Detection
 
 
@@ -174,7 +174,7 @@ def test_judge_images_keeps_every_judgment():
 
 
 def test_difference_ci_newcombe():
-    from atelier.shapes.metrics import difference_ci, share
+    from atelier.worlds.shapes.metrics import difference_ci, share
 
     # Newcombe (1998), example: 56/70 vs 48/80 -> difference 0.2, 95% CI (0.0524, 0.3339).
     d = difference_ci(share(56, 70), share(48, 80))

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from atelier.ipr import relabel_objects
-from atelier.shapes.metrics import relation_holds
+from atelier.worlds.shapes.metrics import relation_holds
 from atelier.tools.boxes import box_iou, nms, nms_per_label
 from atelier.tools.open_vocab_detector import OpenVocabDetector, OpenVocabDetectorConfig, grounding_text, owl_query
 from tiny_vision_models import build_tiny_grounding_dino, build_tiny_owlv2

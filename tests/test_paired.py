@@ -9,8 +9,8 @@ from atelier.config import Config
 from atelier.graphs.nodes import _paired_gain, promotion
 from atelier.graphs.state import LoopContext
 from atelier.runs import best_round
-from atelier.shapes.metrics import share
-from atelier.shapes.paired import paired_difference
+from atelier.worlds.shapes.metrics import share
+from atelier.worlds.shapes.paired import paired_difference
 
 
 def _row(prompt_index: int, k: int, relation_ok: bool, object_ok: bool = True) -> dict:

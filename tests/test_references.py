@@ -1,8 +1,8 @@
 """The chance level and ceiling shown next to a shapes run's held-out metrics."""
 
-from atelier.shapes.heldout import heldout_scenes
-from atelier.shapes.references import REFERENCE_KINDS, reference_metrics
-from atelier.shapes.scene import caption
+from atelier.worlds.shapes.heldout import heldout_scenes
+from atelier.worlds.shapes.references import REFERENCE_KINDS, reference_metrics
+from atelier.worlds.shapes.scene import caption
 
 
 def test_blind_renders_lose_the_relation_but_keep_the_objects():

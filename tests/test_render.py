@@ -7,9 +7,9 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from atelier.shapes.render import BACKGROUND, layout, render
-from atelier.shapes.sampling import SceneMix, draw_scene
-from atelier.shapes.scene import Scene, parse
+from atelier.worlds.shapes.render import BACKGROUND, layout, render
+from atelier.worlds.shapes.sampling import SceneMix, draw_scene
+from atelier.worlds.shapes.scene import Scene, parse
 
 ALL_KINDS = SceneMix(single=1, counted=1, pair=1, triple=1, related=2)
 

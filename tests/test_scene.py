@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atelier.shapes.heldout import heldout_captions, heldout_scenes, is_heldout
-from atelier.shapes.sampling import SceneMix, draw_scene
-from atelier.shapes.scene import (
+from atelier.worlds.shapes.heldout import heldout_captions, heldout_scenes, is_heldout
+from atelier.worlds.shapes.sampling import SceneMix, draw_scene
+from atelier.worlds.shapes.scene import (
     COLOURS,
     MAX_COUNT,
     MAX_GROUPS,

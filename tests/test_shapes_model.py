@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from atelier.shapes.model import SHIPPED_MODEL_DIR, load_pipeline
-from atelier.shapes.train_base import BaseRecipe, train_base
+from atelier.worlds.shapes.model import SHIPPED_MODEL_DIR, load_pipeline
+from atelier.worlds.shapes.train_base import BaseRecipe, train_base
 from loop_helpers import atelier
 
 
@@ -114,7 +114,7 @@ def test_train_base_continues_from_a_model_folder_and_records_it(tmp_path):
 
 
 def test_schedule_steps_cuts_a_run_part_way_down_its_cosine():
-    from atelier.shapes.train_base import _lr_factor
+    from atelier.worlds.shapes.train_base import _lr_factor
 
     full = BaseRecipe(steps=1000, warmup=100)
     cut = BaseRecipe(steps=400, warmup=100, schedule_steps=1000)
@@ -135,7 +135,7 @@ def test_train_base_cli_rejects_a_bad_recipe_in_one_line(tmp_path):
 def test_a_layout_pool_reuses_shared_layout_seeds(monkeypatch):
     import numpy as np
 
-    import atelier.shapes.train_base as tb
+    import atelier.worlds.shapes.train_base as tb
 
     seeds = []
     real_render = tb.render
@@ -150,7 +150,7 @@ def test_a_layout_pool_reuses_shared_layout_seeds(monkeypatch):
 def test_min_timestep_bounds_the_training_timesteps_and_keeps_the_default_draw():
     import torch
 
-    from atelier.shapes.model import training_scheduler
+    from atelier.worlds.shapes.model import training_scheduler
     from atelier.tools.diffusion_loss import sample_noise_and_timesteps
 
     x0 = torch.zeros(64, 3, 8, 8)
@@ -165,8 +165,8 @@ def test_min_timestep_bounds_the_training_timesteps_and_keeps_the_default_draw()
 def test_a_drill_puts_related_scenes_at_pooled_layouts_first_and_leaves_the_rest_as_the_mix(monkeypatch):
     import numpy as np
 
-    import atelier.shapes.train_base as tb
-    from atelier.shapes.train_base import RelationDrill
+    import atelier.worlds.shapes.train_base as tb
+    from atelier.worlds.shapes.train_base import RelationDrill
 
     drawn = []
     real_render = tb.render
@@ -181,8 +181,8 @@ def test_a_drill_puts_related_scenes_at_pooled_layouts_first_and_leaves_the_rest
 
 
 def test_a_drill_trains_its_share_on_late_timesteps_only(monkeypatch, tmp_path):
-    import atelier.shapes.train_base as tb
-    from atelier.shapes.train_base import RelationDrill
+    import atelier.worlds.shapes.train_base as tb
+    from atelier.worlds.shapes.train_base import RelationDrill
 
     calls = []
     real_loss = tb.per_sample_loss

@@ -14,10 +14,10 @@ from atelier.agents.edit_writer import EditRequest
 from atelier.agents.judge import QuestionsJudgeRequest
 from atelier.agents.planner import PlanError, PlanRequest, TargetSpec, plan_builtin
 from atelier.agents.prompt_writer import WritePromptsRequest, classes_of
-from atelier.agents.shapes_questions import shapes_questions
+from atelier.worlds.shapes.questions import shapes_questions
 from atelier.config import Config, ConfigError
-from atelier.shapes.render import render
-from atelier.shapes.scene import parse
+from atelier.worlds.shapes.render import render
+from atelier.worlds.shapes.scene import parse
 
 # A prompt and an image that gets its relation wrong: the critic and edit writer have work to do.
 SAMPLE_PROMPT = "a red circle to the left of a green square"

@@ -16,9 +16,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from atelier.agents.backend import ImagePromptRequest
-from atelier.shapes.detect import detect_all
-from atelier.shapes.metrics import judge_image
-from atelier.shapes.scene import parse
+from atelier.worlds.shapes.detect import detect_all
+from atelier.worlds.shapes.metrics import judge_image
+from atelier.worlds.shapes.scene import parse
 
 # Below this detector confidence a shape is drawn badly enough to call it an artifact.
 ARTIFACT_SCORE = 0.5

@@ -26,11 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from atelier.agents.backend import AgentRequest, ImagePromptRequest
 from atelier.agents.backends import backend_for
 from atelier.agents.questions import YesNoQuestion, ccsr_outcomes, ccsr_score, check_questions
-from atelier.agents.shapes_questions import Probe, answer_probe, judgment_fields, shapes_questions
+from atelier.worlds.shapes.questions import Probe, answer_probe, judgment_fields, shapes_questions
 from atelier.config import AgentConfig
-from atelier.shapes.detect import detect_all
-from atelier.shapes.metrics import judge_image
-from atelier.shapes.scene import parse
+from atelier.worlds.shapes.detect import detect_all
+from atelier.worlds.shapes.metrics import judge_image
+from atelier.worlds.shapes.scene import parse
 
 # --- answer schemas ---------------------------------------------------------------------------
 

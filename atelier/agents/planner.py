@@ -21,7 +21,7 @@ from atelier.agents.backends import backend_for
 from atelier.agents.questions import YesNoQuestion, check_questions
 from atelier.atomic import write_json_atomic
 from atelier.config import AgentConfig
-from atelier.shapes.scene import COLOURS, MAX_COUNT, RELATIONS, SHAPES, Colour, Relation, Shape
+from atelier.worlds.shapes.scene import COLOURS, MAX_COUNT, RELATIONS, SHAPES, Colour, Relation, Shape
 
 log = logging.getLogger("atelier.agents")
 

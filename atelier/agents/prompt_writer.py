@@ -25,9 +25,9 @@ from atelier.agents.backends import backend_for
 from atelier.agents.planner import TargetSpec
 from atelier.atomic import write_json_atomic
 from atelier.config import AgentConfig
-from atelier.shapes.heldout import HELDOUT_PAIRS, heldout_scenes, is_heldout
-from atelier.shapes.sampling import SceneMix, draw_scene
-from atelier.shapes.scene import COLOURS, MAX_COUNT, RELATIONS, SHAPES, CaptionError, Group, Scene, caption, parse
+from atelier.worlds.shapes.heldout import HELDOUT_PAIRS, heldout_scenes, is_heldout
+from atelier.worlds.shapes.sampling import SceneMix, draw_scene
+from atelier.worlds.shapes.scene import COLOURS, MAX_COUNT, RELATIONS, SHAPES, CaptionError, Group, Scene, caption, parse
 
 log = logging.getLogger("atelier.agents")
 

@@ -23,9 +23,9 @@ from atelier.graphs.state import BatchTask, LoopContext, LoopState, RoundRecord
 from atelier.ipr import ipr_rows
 from atelier.atomic import staged_dir, write_json_atomic, write_jsonl_atomic
 from atelier.runs import best_round, evaluation_dir, guided_base_dir, read_json, read_jsonl, round_dir, set_status
-from atelier.shapes.metrics import ImageJudgment, summarize
-from atelier.shapes.paired import paired_difference
-from atelier.shapes.references import reference_metrics
+from atelier.worlds.shapes.metrics import ImageJudgment, summarize
+from atelier.worlds.shapes.paired import paired_difference
+from atelier.worlds.shapes.references import reference_metrics
 from atelier.tools.generate import GenerationRequest, generate, generation_options, load_generator
 from atelier.tools.sft import SFTConfig, train_lora_sft, write_sft_dataset
 
@@ -260,7 +260,7 @@ def promotion(candidate: dict, best: dict, base: dict, metric: str, sigmas: floa
     held-out object accuracy is no more than max_object_drop below the base's (and count
     accuracy no more than max_count_drop below, when that is given). The standard
     error is `paired` (gain, se) when given: both evaluations on the same prompts and seeds
-    (atelier.shapes.paired); otherwise sqrt(se_c^2 + se_b^2) from the two Wilson intervals."""
+    (atelier.worlds.shapes.paired); otherwise sqrt(se_c^2 + se_b^2) from the two Wilson intervals."""
     c, se_c = _value(candidate, metric)
     b, se_b = _value(best, metric)
     gain, noise = (c - b, math.sqrt(se_c**2 + se_b**2)) if paired is None else paired

@@ -16,7 +16,7 @@ from pathlib import Path
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from atelier.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS, SHIPPED_MODEL_DIR, ShapesPipeline, load_pipeline
+from atelier.worlds.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS, SHIPPED_MODEL_DIR, ShapesPipeline, load_pipeline
 from atelier.tools.diffusers_generator import DiffusersOptions, generate_diffusers, load_adapter, load_diffusers_pipeline
 
 

@@ -33,8 +33,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from atelier.shapes.render import PALETTE
-from atelier.shapes.scene import COLOURS, SHAPES
+from atelier.worlds.shapes.render import PALETTE
+from atelier.worlds.shapes.scene import COLOURS, SHAPES
 from atelier.tools.detection import Detection
 
 NAMES = tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)

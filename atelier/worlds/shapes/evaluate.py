@@ -9,14 +9,14 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from atelier.shapes.detect import ShapesDetector
-from atelier.shapes.heldout import heldout_scenes
-from atelier.shapes.metrics import ImageJudgment, judge_image, summarize
-from atelier.shapes.scene import Scene, caption
+from atelier.worlds.shapes.detect import ShapesDetector
+from atelier.worlds.shapes.heldout import heldout_scenes
+from atelier.worlds.shapes.metrics import ImageJudgment, judge_image, summarize
+from atelier.worlds.shapes.scene import Scene, caption
 from atelier.tools.diffusers_generator import DiffusersOptions
 from atelier.tools.generate import GenerationRequest, generate, load_generator
 
-from atelier.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from atelier.worlds.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 MAX_IMAGES_PER_PROMPT = 16  # image_seed leaves room for 16 images per prompt
 

@@ -20,10 +20,10 @@ from diffusers import DDPMScheduler
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from atelier.shapes.model import MAX_TOKENS, ShapesPipeline, new_pipeline
-from atelier.shapes.render import render
-from atelier.shapes.sampling import SceneMix, draw_scene
-from atelier.shapes.scene import caption
+from atelier.worlds.shapes.model import MAX_TOKENS, ShapesPipeline, new_pipeline
+from atelier.worlds.shapes.render import render
+from atelier.worlds.shapes.sampling import SceneMix, draw_scene
+from atelier.worlds.shapes.scene import caption
 from atelier.tools.diffusion_loss import per_sample_loss, weighted_loss
 
 

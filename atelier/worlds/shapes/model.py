@@ -31,7 +31,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 from transformers.utils import logging as transformers_logging
 
-from atelier.shapes.scene import VOCABULARY
+from atelier.worlds.shapes.scene import VOCABULARY
 
 DEFAULT_STEPS = 8  # DPM-Solver++ 2M steps: as good as or better than DDIM at 12 or 20 (benchmarks/sampler_sweep.py)
 DEFAULT_GUIDANCE = 3.0

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel
 
-from atelier.shapes.scene import Scene, caption
+from atelier.worlds.shapes.scene import Scene, caption
 from atelier.tools.detection import Detection
 
 VISOR_LEVELS = (1, 2, 3, 4)
@@ -124,7 +124,7 @@ SHARE_KEYS = ("object_accuracy", "count_accuracy", "count_accuracy_multi", "colo
 
 def image_counts(j: ImageJudgment) -> dict[str, tuple[int, int]]:
     """What one image adds to each share metric, as (successes, trials): the one definition
-    that `summarize` and the paired comparison (atelier.shapes.paired) both count with."""
+    that `summarize` and the paired comparison (atelier.worlds.shapes.paired) both count with."""
     multi = [g for g in j.groups if 2 <= g.expected <= 3]
     related = j.relation is not None
     return {

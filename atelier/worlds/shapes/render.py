@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from atelier.shapes.scene import Scene
+from atelier.worlds.shapes.scene import Scene
 
 PALETTE = {
     "red": (220, 40, 40),

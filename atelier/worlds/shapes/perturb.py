@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from atelier.shapes.render import BACKGROUND, PALETTE, draw, layout
-from atelier.shapes.scene import Scene
+from atelier.worlds.shapes.render import BACKGROUND, PALETTE, draw, layout
+from atelier.worlds.shapes.scene import Scene
 
 
 @dataclass(frozen=True)

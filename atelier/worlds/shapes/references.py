@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from atelier.shapes.evaluate import judge_images
-from atelier.shapes.render import render
-from atelier.shapes.scene import Scene, parse
+from atelier.worlds.shapes.evaluate import judge_images
+from atelier.worlds.shapes.render import render
+from atelier.worlds.shapes.scene import Scene, parse
 
 REFERENCE_KINDS = {
     "renders": "ground-truth renders (a perfect generator)",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from atelier.shapes.heldout import is_heldout
-from atelier.shapes.scene import COLOURS, RELATIONS, SHAPES, Group, Scene
+from atelier.worlds.shapes.heldout import is_heldout
+from atelier.worlds.shapes.scene import COLOURS, RELATIONS, SHAPES, Group, Scene
 
 
 class SceneMix(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from itertools import combinations
 
-from atelier.shapes.scene import RELATIONS, Group, Scene, caption
+from atelier.worlds.shapes.scene import RELATIONS, Group, Scene, caption
 
 HELDOUT_PAIRS: tuple[tuple[str, str], ...] = (
     ("red circle", "blue square"),

@@ -21,8 +21,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from atelier.agents.questions import Answer, Outcome, YesNoQuestion
-from atelier.shapes.metrics import GroupJudgment, ImageJudgment, relation_holds
-from atelier.shapes.scene import Group, Relation, Scene, caption
+from atelier.worlds.shapes.metrics import GroupJudgment, ImageJudgment, relation_holds
+from atelier.worlds.shapes.scene import Group, Relation, Scene, caption
 from atelier.tools.detection import Detection
 
 _PHRASES = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}

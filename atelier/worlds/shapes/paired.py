@@ -14,7 +14,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 
-from atelier.shapes.metrics import SHARE_KEYS, ImageJudgment, image_counts
+from atelier.worlds.shapes.metrics import SHARE_KEYS, ImageJudgment, image_counts
 
 
 def _per_prompt(rows: Sequence[dict], metric: str) -> dict[int, tuple[int, int]]:
