@@ -24,6 +24,7 @@ from PIL import Image
 from transformers.utils import logging as transformers_logging
 
 from atelier.tools.adapter_gate import gate_adapter_by_timestep
+from atelier.tools.dtype import resolve_dtype
 
 ADAPTER_NAME = "atelier"
 DEFAULT_STEPS = 25  # enough for DPM-Solver++ 2M on SD-class models
@@ -45,12 +46,12 @@ class DiffusersOptions:
 
 
 def torch_dtype(name: str, device: str) -> torch.dtype:
-    """The dtype named, checked against the device: half precision on a CPU is slow or broken."""
-    if name not in DTYPES:
-        raise ValueError(f"dtype {name!r}: expected one of {', '.join(DTYPES)}")
-    if name == "float16" and torch.device(device).type == "cpu":
-        raise ValueError(f"dtype 'float16' on device {device!r}: float16 needs a CUDA device; use float32 on a CPU")
-    return DTYPES[name]
+    """The dtype named ("auto", "float32", "float16" or "bfloat16"), checked against the device:
+    half precision on a CPU is slow or broken. "auto" resolves through
+    `atelier.tools.dtype.resolve_dtype(..., autocast=False)`: bfloat16 (or float16 without native
+    bf16) on CUDA, float32 on a CPU. "float16" on a CPU is an error; "bfloat16" on a CPU without
+    AVX512-BF16/AMX runs, with a one-time warning (16-22x slower than float32 there)."""
+    return DTYPES[resolve_dtype(name, device, autocast=False)]
 
 
 def make_scheduler(name: str, config):
@@ -70,7 +71,8 @@ def make_scheduler(name: str, config):
 
 
 def check_placement(device: str, options: DiffusersOptions) -> torch.dtype:
-    """The dtype to load in, after checking that `options` can run on `device`."""
+    """The dtype to load in ("auto" resolved, see `torch_dtype`), after checking that `options`
+    can run on `device`."""
     dtype = torch_dtype(options.dtype, device)
     if options.cpu_offload and torch.device(device).type == "cpu":
         raise ValueError(f"cpu_offload on device {device!r}: offloading moves models to an accelerator; give a CUDA device")
@@ -92,9 +94,10 @@ def quiet_loading() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def load_adapter(pipe, adapter: str | Path, scale: float = 1.0, min_timestep: int = 0) -> None:
+def load_adapter(pipe, adapter: str | Path, scale: float = 1.0, min_timestep: int = 0):
     """A diffusers-format LoRA folder into `pipe`, applied at `scale`, at the sampling timesteps
-    from `min_timestep` up (0 = every step; atelier.tools.adapter_gate)."""
+    from `min_timestep` up (0 = every step; atelier.tools.adapter_gate). Returns the gate's hook
+    handle (None without a gate), to remove it when the adapter is unloaded."""
     # UNet-only adapters (atelier trains the UNet by default) make diffusers warn, once per
     # load, that the text encoder got no LoRA keys; that buries a loop's progress lines.
     level = diffusers_logging.get_verbosity()
@@ -104,7 +107,7 @@ def load_adapter(pipe, adapter: str | Path, scale: float = 1.0, min_timestep: in
     finally:
         diffusers_logging.set_verbosity(level)
     pipe.set_adapters([ADAPTER_NAME], [scale])
-    gate_adapter_by_timestep(pipe.unet, min_timestep)
+    return gate_adapter_by_timestep(pipe.unet, min_timestep)
 
 
 def prepare_pipeline(pipe, device: str, options: DiffusersOptions, adapter: str | Path | None = None, scale: float = 1.0):

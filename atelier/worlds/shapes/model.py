@@ -31,6 +31,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 from transformers.utils import logging as transformers_logging
 
+from atelier.tools.dtype import resolve_dtype
 from atelier.worlds.shapes.scene import VOCABULARY
 
 DEFAULT_STEPS = 8  # DPM-Solver++ 2M steps: as good as or better than DDIM at 12 or 20 (benchmarks/sampler_sweep.py)
@@ -128,14 +129,19 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     def set_compute_dtype(self, name: str) -> None:
         """'bfloat16' runs the networks under bf16 autocast (weights stay float32, as in training):
-        twice as fast on CPUs with AVX512-BF16. Results then depend on torch's thread count."""
-        match name:
-            case "float32":
-                self.compute_dtype = torch.float32
+        twice as fast on CPUs with AVX512-BF16 (or AMX). Results then depend on torch's thread count.
+
+        'auto' picks by `atelier.tools.dtype.resolve_dtype(..., autocast=True)` on this pipeline's
+        device: bfloat16 on a CPU with fast bf16 and on a GPU with native bf16, else float32 (on a
+        CPU without AVX512-BF16/AMX, bf16 measured 16-22x slower than float32). An explicit
+        'bfloat16' on such a CPU runs, with a one-time warning; 'float16' is refused."""
+        if name not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"dtype {name!r}: the shapes model runs in float32 or bfloat16 (or auto)")
+        match resolve_dtype(name, str(self.device), autocast=True):
             case "bfloat16":
                 self.compute_dtype = torch.bfloat16
             case _:
-                raise ValueError(f"dtype {name!r}: the shapes model runs in float32 or bfloat16")
+                self.compute_dtype = torch.float32
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.compute_dtype == torch.bfloat16)
