@@ -1,0 +1,155 @@
+"""The open_vocab world behind the World seam (atelier.worlds.base): a diffusers text-to-image
+model (SD 1.5 / 2.x / SDXL), an open-vocabulary detector (OWLv2 or Grounding DINO), CLIP score
+and, when configured, a VLM judge.
+
+    world = OpenVocabWorld(cfg)                   # nothing loaded yet
+    spec = world.plan("realistic elephants and giraffes", run_dir)
+    heldout = world.heldout_prompts(spec, 40, seed=0)
+    prompts = world.training_prompts(spec, 64, seed=1, record_dir=round_dir, heldout=heldout)
+    images = world.sample([p.text for p in prompts], seeds, guidance=7.5, adapter=None)
+    rows = world.judge(rows, spec)                # Judgment fields + detections + clip_score
+    world.train_sft([dataset], out, init_adapter=None, seed=0)
+
+Each model loads once per run, when first used (atelier.worlds.open_vocab.models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from atelier.agents.planner import TargetSpec
+from atelier.config import Config
+from atelier.ipr import relabel_objects
+from atelier.tools.detection import Detection
+from atelier.tools.dtype import train_in_bf16
+from atelier.tools.edit import DEFAULT_STRENGTH, EditResult, edit
+from atelier.tools.latent_sft import LatentSFTConfig, train_latent_lora_sft
+from atelier.worlds.base import Progress, WorldPrompt
+from atelier.worlds.open_vocab import plan as planning
+from atelier.worlds.open_vocab.judge import asked_of_row, judge_rows
+from atelier.worlds.open_vocab.models import OpenVocabModels
+from atelier.worlds.open_vocab.parse import asked_of_text, normalise
+from atelier.worlds.open_vocab.prompt_agent import write_with_model
+from atelier.worlds.open_vocab.prompts import read_heldout_file, write_heldout, write_training
+from atelier.worlds.open_vocab.split import Split, check_disjoint, make_split
+
+
+def sft_config(cfg: Config, seed: int) -> LatentSFTConfig:
+    """The latent LoRA SFT settings of the config's `train` section."""
+    t = cfg.train
+    return LatentSFTConfig(
+        steps=t.steps, batch_size=t.batch_size, grad_accum=t.grad_accum, lr=t.learning_rate, rank=t.lora_rank,
+        alpha=t.lora_alpha, seed=seed, resolution=t.resolution, snr_gamma=t.snr_gamma,
+        gradient_checkpointing=t.gradient_checkpointing, caption_dropout=t.caption_dropout,
+        bf16=train_in_bf16(t.bf16, cfg.device),
+    )
+
+
+class OpenVocabWorld:
+    name = "open_vocab"
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.models = OpenVocabModels(cfg)
+        self._spec: TargetSpec | None = None
+        self._heldout: set[str] = set()  # normalised held-out prompts: the user's file, and those seen
+        if cfg.vocabulary.heldout_file is not None and Path(cfg.vocabulary.heldout_file).is_file():
+            lines = Path(cfg.vocabulary.heldout_file).read_text(encoding="utf-8").splitlines()
+            self._heldout = {normalise(line) for line in lines if line.strip() and not line.strip().startswith("#")}
+
+    @property
+    def loads(self):
+        """Models loaded so far, by name (generator, detector, clip): one each per run."""
+        return self.models.loads
+
+    # --- vocabulary and prompts ---------------------------------------------------------------
+
+    def classes(self, spec: TargetSpec | None = None) -> list[str]:
+        spec = spec or self._spec
+        names = list(spec.objects) if spec is not None else []
+        return list(dict.fromkeys(names + list(self.cfg.vocabulary.classes)))
+
+    def split(self, spec: TargetSpec) -> Split:
+        """The frozen held-out split of the spec's classes and the configured settings."""
+        return make_split(spec.objects or self.cfg.vocabulary.classes, self.cfg.vocabulary.settings)
+
+    def _remember(self, spec: TargetSpec, heldout: Sequence[WorldPrompt] = ()) -> None:
+        self._spec = spec
+        self._heldout |= {normalise(p.text) for p in heldout}
+
+    def plan(self, goal: str, record_dir: Path) -> TargetSpec:
+        spec = planning.plan(goal, self.cfg.agents.planner, self.cfg.vocabulary, Path(record_dir))
+        self._remember(spec)
+        return spec
+
+    def heldout_prompts(self, spec: TargetSpec, n: int, seed: int) -> list[WorldPrompt]:
+        if self.cfg.vocabulary.heldout_file is not None:
+            prompts = read_heldout_file(self.cfg.vocabulary.heldout_file, self.classes(spec), n)
+        else:
+            prompts = write_heldout(spec, self.split(spec), n, seed)
+        self._remember(spec, prompts)
+        return prompts
+
+    def training_prompts(self, spec: TargetSpec, n: int, seed: int, record_dir: Path,
+                         heldout: Sequence[WorldPrompt]) -> list[WorldPrompt]:
+        self._remember(spec, heldout)
+        writer = self.cfg.agents.prompt_writer
+        match writer.backend:
+            case "builtin":
+                prompts = write_training(spec, self.split(spec), n, seed, heldout)
+            case "openai":
+                prompts = write_with_model(writer, spec, self.split(spec), n, seed, Path(record_dir), heldout)
+            case _:
+                raise ValueError(f"agents.prompt_writer: unknown backend {writer.backend!r}")
+        check_disjoint([p.text for p in prompts], [p.text for p in heldout])
+        return prompts
+
+    # --- generation, judging, relabelling ---------------------------------------------------
+
+    def sample(self, prompts: Sequence[str], seeds: Sequence[int], guidance: float,
+               adapter: str | None) -> list[Image.Image]:
+        return self.models.generator.sample(prompts, seeds, guidance, adapter)
+
+    def judge(self, rows: Sequence[dict], spec: TargetSpec) -> list[dict]:
+        self._remember(spec)
+        clip = self.models.clip
+        return judge_rows(rows, spec.questions, self.classes(spec), self.models.detector, clip, self.cfg.agents.judge)
+
+    def relabel(self, judgment: dict) -> str | None:
+        asked = asked_of_row(judgment)
+        if not asked.objects or (asked.relation is not None and len(asked.objects) != 2):
+            return None
+        detections = [Detection.from_dict(d) for d in judgment.get("detections", [])]
+        text = relabel_objects([(o.name, o.count) for o in asked.objects], asked.relation, detections)
+        if text is None or normalise(text) in self._heldout:
+            return None
+        if self._spec is not None and self.split(self._spec).asked_is_heldout(asked_of_text(text, self.classes())):
+            return None
+        return text
+
+    # --- training, references, editing --------------------------------------------------------
+
+    def train_sft(self, datasets: Sequence[Path], out: Path, init_adapter: str | None, seed: int,
+                  progress: Progress | None = None) -> dict:
+        pipe = self.models.generator.base_pipeline()
+        return train_latent_lora_sft(pipe, list(datasets), out, sft_config(self.cfg, seed), init_adapter=init_adapter,
+                                     progress=progress)
+
+    def references(self, prompts: Sequence[WorldPrompt], images_per_prompt: int,
+                   seed_of: Callable[[int, int], int]) -> dict:
+        return {}  # real images have no free chance or ceiling
+
+    def edit(self, image: Image.Image, prompt: str, instructions: Sequence[str], seed: int,
+             strength: float = DEFAULT_STRENGTH, adapter: str | None = None) -> EditResult:
+        """`image` edited by `instructions` (SDEdit on the loaded pipeline's components, with
+        `adapter` in; None = the base), at the config's steps and guidance."""
+        g = self.cfg.generation
+        return edit(self.models.editor(adapter), image, prompt, list(instructions), seed, strength=strength,
+                    steps=g.steps, guidance_scale=g.guidance_scale)
+
+    def close(self) -> None:
+        self.models.close()
+
