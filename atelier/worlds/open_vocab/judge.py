@@ -25,6 +25,11 @@ from atelier.worlds.judgment import Asked, Judgment, Probe, answer_probe, judge_
 from atelier.worlds.open_vocab.questions import row_questions
 
 
+def load_rgb(path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 def asked_of_row(row: dict) -> Asked:
     asked = row.get("asked")
     if asked is None:
@@ -46,7 +51,7 @@ def judge_rows(rows: Sequence[dict], spec_questions: Sequence[YesNoQuestion], cl
     rows = list(rows)
     if not rows:
         return []
-    images = [Image.open(row["file"]).convert("RGB") for row in rows]
+    images = [load_rgb(row["file"]) for row in rows]
     asked = [asked_of_row(row) for row in rows]
     names = [list(dict.fromkeys(o.name for o in a.objects)) for a in asked]
     detections: list[list[Detection]] = detector.detect(images, names)
