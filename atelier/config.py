@@ -13,6 +13,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from atelier.tools.model_folders import check_model_folder, is_shapes_model
+from atelier.worlds.judgment import METRICS, Relation
+
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message is one line naming the field."""
@@ -123,7 +126,17 @@ class TrainConfig(_Strict):
     correct_weight: float = Field(1.0, ge=0, description="loss weight of samples that were already correct")
     relabel: bool = Field(True, description="relabel wrong samples from detections; false = IPR ablation 'no relabelling'")
     accumulate: bool = Field(True, description="train on the datasets of all rounds so far, not just this round's")
-    bf16: bool = Field(False, description="bf16 autocast while training (faster on GPUs; CPU fp32 is exact)")
+    bf16: bool | None = Field(
+        None, description="bf16 autocast while training; null = on a CUDA device that supports it, off on a CPU "
+        "(float32 there is exact, and bf16 is 16-22x slower on CPUs without AVX512-BF16)",
+    )
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (effective batch = batch_size x this)")
+    resolution: int | None = Field(
+        None, ge=8, description="training image size of a diffusers model; null = the model's own (512 SD 1.5, 1024 SDXL)"
+    )
+    snr_gamma: float | None = Field(None, gt=0, description="min-SNR-gamma loss weighting of a diffusers model (5.0 in "
+                                    "Hang et al. 2023); null = off")
+    gradient_checkpointing: bool = Field(False, description="recompute UNet activations in backward: less GPU memory, slower")
     caption_dropout: float = Field(
         0.0, ge=0, lt=1, description="share of samples trained on the empty caption each step, to anchor the "
         "unconditional prediction that classifier-free guidance subtracts (0 = off; 0.1 cost the shapes demo 2-4 "
@@ -150,11 +163,13 @@ class GenerationConfig(_Strict):
         "guidance'); budget.guided_base_reference adds the base at this guidance as a reference for the report",
     )
     batch_size: int = Field(64, ge=1, description="images per forward batch")
-    dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float32",
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto",
         description="weights and activations of a diffusers model: float16/bfloat16 on a CUDA device, float32 on a CPU "
         "(float16 on a CPU is an error); the shapes model runs in float32 or under bfloat16 autocast (2x faster "
-        "on CPUs with AVX512-BF16, same held-out figures)",
+        "on CPUs with AVX512-BF16, same held-out figures; 16-22x slower on CPUs without it). 'auto' = bfloat16 on "
+        "a CUDA device that supports it (else float16); on a CPU, float32, or bfloat16 autocast for the shapes "
+        "model where the CPU has fast bf16",
     )
     scheduler: Literal["dpm++2m", "ddim", "euler", "euler_a"] = Field(
         "dpm++2m",
@@ -190,29 +205,113 @@ class GenerationConfig(_Strict):
 
 
 class DecideConfig(_Strict):
-    metric: Literal[
-        "auto", "relation_accuracy_cond", "relation_accuracy_uncond", "count_accuracy", "count_accuracy_multi", "object_accuracy"
-    ] = Field("auto", description="held-out metric to improve; 'auto' = chosen by the planner from the goal")
+    metric: str = Field(
+        "auto", description="held-out metric to improve, one of " + ", ".join(METRICS) + "; 'auto' = chosen by the "
+        "planner from the goal",
+    )
     noise_sigmas: float = Field(
         1.0, ge=0, description="promote only if the gain exceeds this many standard errors of the difference"
     )
-    max_object_drop: float = Field(
-        0.03, ge=0, le=1, description="never promote an adapter whose held-out object accuracy drops more than this below the base"
-    )
-    max_count_drop: float | None = Field(
-        None, ge=0, le=1, description="never promote an adapter whose held-out count accuracy drops more than this below "
-        "the base; null = counts unguarded (on the shapes world, every setting that raises relations costs counts: "
-        "BENCHMARKS.md)",
+    max_drop: dict[str, float] = Field(
+        default_factory=lambda: {"object_accuracy": 0.03},
+        description="guards: never promote an adapter whose held-out <metric> falls more than this below the base's, "
+        "e.g. {object_accuracy: 0.03, count_accuracy: 0.05}; a metric the evaluation does not have is skipped (on the "
+        "shapes world every setting that raises relations costs counts: BENCHMARKS.md)",
     )
     paired: bool = Field(
         True, description="standard error of the gain from the paired images (same prompts and seeds, prompts as units); false = from the two Wilson intervals as if independent"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_guards(cls, data):
+        # Configs written before guards were named by metric: max_object_drop / max_count_drop.
+        if isinstance(data, dict) and ("max_object_drop" in data or "max_count_drop" in data):
+            data = dict(data)
+            guards = dict(data.get("max_drop") or {"object_accuracy": 0.03})
+            for old, metric in (("max_object_drop", "object_accuracy"), ("max_count_drop", "count_accuracy")):
+                if old in data:
+                    value = data.pop(old)
+                    if value is None:
+                        guards.pop(metric, None)
+                    else:
+                        guards[metric] = value
+            data["max_drop"] = guards
+        return data
+
+    @field_validator("max_drop")
+    @classmethod
+    def _guards_named(cls, value: dict[str, float]) -> dict[str, float]:
+        for metric, drop in value.items():
+            if metric not in METRICS:
+                raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+            if not 0 <= drop:
+                raise ValueError(f"{metric}: a drop must be >= 0")
+        return value
+
+
+class VocabularyConfig(_Strict):
+    classes: list[str] = Field(
+        default_factory=list, description="open_vocab world: object classes the builtin planner and prompt writer use, "
+        "e.g. [elephant, giraffe] or COCO names; a planner agent may choose others from the goal",
+    )
+    relations: list[Relation] = Field(
+        default_factory=list, description="open_vocab world: relations of a spatial goal (left of, right of, above, "
+        "below); prompts are then VISOR's 'a <class> to the left of a <class>'",
+    )
+    settings: list[str] = Field(
+        default_factory=list, description="open_vocab world: places for CCSR-style prompts ('in the savanna'); "
+        "[] = a few generic ones",
+    )
+    heldout_file: Path | None = Field(
+        None, description="a file with one held-out prompt per line (used instead of writing them); relative paths are "
+        "read from where the run starts",
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        value = [v.strip() for v in value]
+        if any(not v for v in value) or len(set(value)) != len(value):
+            raise ValueError("classes must be distinct non-empty names")
+        return value
+
+
+class DetectorConfig(_Strict):
+    architecture: Literal["owlv2", "grounding_dino"] = Field("owlv2", description="open-vocabulary detector family")
+    model: str = Field("google/owlv2-base-patch16-ensemble", description="hub id or local folder of the detector")
+    score_threshold: float | None = Field(
+        None, ge=0, le=1, description="keep boxes scoring above this; null = 0.1 for OWLv2 (VISOR), 0.35 for Grounding DINO"
+    )
+
+
+class ClipConfig(_Strict):
+    model: str | None = Field(
+        "openai/clip-vit-large-patch14", description="CLIP hub id or local folder for the CLIP score (torchmetrics' "
+        "default model); null = no CLIP score",
+    )
+
+
+class CCSRConfig(_Strict):
+    detector_threshold: float = Field(
+        0.5, ge=0, le=1, description="CCSR: keep a prompt's best-scoring image only when the detector finds a target "
+        "class with at least this confidence",
     )
 
 
 class Config(_Strict):
     goal: str = Field(min_length=3, description="what the model should get better at, in plain language")
     model: str = Field("shapes", description="'shapes' (the embedded world), or a hub id / local path (real models)")
-    strategy: Literal["ipr"] = Field("ipr", description="how mistakes become training data: ipr = Iterative Prompt Relabeling")
+    world: Literal["auto", "shapes", "open_vocab"] = Field(
+        "auto", description="what knows the model and how to check it: 'shapes' (the embedded world), 'open_vocab' "
+        "(a diffusers model + open-vocabulary detector + CLIP + VLM judge); 'auto' = shapes for 'shapes' or a shapes "
+        "model folder, open_vocab otherwise",
+    )
+    strategy: Literal["ipr", "ccsr"] = Field(
+        "ipr", description="how judged samples become training data: ipr = Iterative Prompt Relabeling (every sample, "
+        "wrong ones relabelled); ccsr = Class-Conditional Self-Reward (best of N per prompt by yes/no questions, "
+        "filtered by detector confidence)",
+    )
     seed: int = Field(0, description="seeds prompts, generation, training and evaluation")
     run_dir: Path = Field(Path("runs"), description="where runs are stored (one folder per run id)")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1 ... (never guessed)")
@@ -224,6 +323,17 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="LoRA fine-tuning")
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="sampling settings")
     decide: DecideConfig = Field(default_factory=DecideConfig, description="when a new adapter is kept")
+    vocabulary: VocabularyConfig = Field(default_factory=VocabularyConfig, description="open_vocab world: classes, relations, held-out prompts")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="open_vocab world: the open-vocabulary detector")
+    clip: ClipConfig = Field(default_factory=ClipConfig, description="open_vocab world: the CLIP scorer")
+    ccsr: CCSRConfig = Field(default_factory=CCSRConfig, description="settings of the ccsr strategy")
+
+    @property
+    def world_name(self) -> str:
+        """'shapes' or 'open_vocab': the world this config runs in."""
+        if self.world != "auto":
+            return self.world
+        return "shapes" if is_shapes_model(self.model) else "open_vocab"
 
     @model_validator(mode="after")
     def _dtype_fits_device(self) -> Config:
@@ -236,13 +346,24 @@ class Config(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _model_supported(self) -> Config:
-        # The loop runs the shapes world today: the shipped model or a shapes-model folder
-        # (`atelier shapes train-base --out DIR`). Hub ids of real models come with their tools.
-        if self.model != "shapes" and not (Path(self.model) / "model_index.json").exists():
-            raise ValueError(
-                f"model {self.model!r}: expected 'shapes' or a folder holding a shapes-world pipeline (model_index.json)"
-            )
+    def _models_of_the_right_kind(self) -> Config:
+        # Local folders are checked from their config files alone (no weights loaded); a hub id
+        # cannot be checked offline and fails at load time with one line.
+        match self.world_name:
+            case "shapes":
+                if not is_shapes_model(self.model):
+                    raise ValueError(f"model {self.model!r}: the shapes world needs 'shapes' or a shapes model folder")
+                if self.vocabulary.classes or self.vocabulary.relations:
+                    raise ValueError("vocabulary: the shapes world has its own classes and relations; leave it empty")
+            case "open_vocab":
+                check_model_folder(self.model, "text-to-image", "model")
+                check_model_folder(self.detector.model, self.detector.architecture, "detector.model")
+                if self.clip.model is not None:
+                    check_model_folder(self.clip.model, "clip", "clip.model")
+                if not self.vocabulary.classes and self.agents.planner.backend == "builtin":
+                    raise ValueError("vocabulary.classes: the builtin planner needs the classes to write prompts for")
+        if self.decide.metric != "auto" and self.decide.metric not in METRICS:
+            raise ValueError(f"decide.metric {self.decide.metric!r}: expected 'auto' or one of {', '.join(METRICS)}")
         return self
 
 

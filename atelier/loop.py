@@ -16,10 +16,11 @@ import yaml
 from langgraph.checkpoint.sqlite import SqliteSaver
 from rich.console import Console
 
-from atelier.agents.planner import plan_builtin
 from atelier.config import Config, parse_config
 from atelier.graphs.graph import compile_graph
 from atelier.graphs.state import LoopContext
+from atelier.strategies import strategy_for
+from atelier.worlds import load_world
 from atelier.runs import CHECKPOINT_DB, RunError, evaluation_dir, get_status, new_run_id, read_json, set_status
 
 console = Console(stderr=True, soft_wrap=True)
@@ -37,9 +38,11 @@ def _drive(cfg: Config, run_dir: Path, run_id: str, inputs) -> dict:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     saver = _checkpointer(run_dir)
-    graph = compile_graph(saver)
+    strategy = strategy_for(cfg)
+    graph = compile_graph(saver, strategy)
     thread = {"configurable": {"thread_id": run_id}, "recursion_limit": 10_000, "max_concurrency": 1}
-    ctx = LoopContext(config=cfg, run_dir=run_dir)
+    world = load_world(cfg)  # its models load once, when first used, and stay for the whole run
+    ctx = LoopContext(config=cfg, run_dir=run_dir, world=world, strategy=strategy)
     last = time.time()
     try:
         for update in graph.stream(inputs, thread, context=ctx, stream_mode="updates"):
@@ -54,6 +57,7 @@ def _drive(cfg: Config, run_dir: Path, run_id: str, inputs) -> dict:
         raise
     finally:
         saver.conn.close()
+        world.close()
     final = graph_state(run_dir, run_id)
     set_status(run_dir, state="finished", node="done", report=final.get("report"))
     return final
@@ -78,7 +82,7 @@ def _describe(node: str, value) -> str:
 
 def start_run(cfg: Config, run_id: str | None = None) -> tuple[str, dict]:
     if cfg.agents.planner.backend == "builtin":
-        plan_builtin(cfg.goal)  # a goal the planner cannot map fails here, before a run exists
+        load_world(cfg).plan(cfg.goal, Path("."))  # a goal the planner cannot map fails here, before a run exists
     run_id = run_id or new_run_id()
     run_dir = cfg.run_dir / run_id
     if (run_dir / CHECKPOINT_DB).exists():

@@ -11,9 +11,8 @@ from PIL import Image, ImageDraw
 from atelier.atomic import write_json_atomic, write_text_atomic
 from atelier.config import GenerationConfig
 from atelier.runs import best_round, evaluation_dir, guided_base_dir, read_json, read_jsonl
-from atelier.worlds.shapes.metrics import difference_ci
-from atelier.worlds.shapes.paired import paired_difference
-from atelier.worlds.shapes.references import REFERENCE_KINDS
+from atelier.stats.intervals import difference_ci
+from atelier.worlds.judgment import paired_difference
 
 _KEYS = ("object_accuracy", "count_accuracy", "relation_accuracy_cond", "relation_accuracy_uncond", "visor_4")
 
@@ -133,7 +132,7 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
         "candidate_guidance_scale": generation.candidate_guidance_scale,
     }
     write_json_atomic(out / "report.json", data)
-    prompts = read_json(Path(state["heldout_file"]))
+    prompts = [p["text"] if isinstance(p, dict) else p for p in read_json(Path(state["heldout_file"]))]
     cfg_k = len([p for p in (base_eval / "images").glob("p000_*.png")])
     grid = _grid(run_dir, base_eval, best_eval, prompts, cfg_k)
 
@@ -149,14 +148,14 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
         lines.append(f"| base at guidance {guided_g:g} (the candidates') | "
                      + " | ".join(format_share(guided.get(k)) for k in _KEYS) + " | |")
     for kind, m in references.items():
-        lines.append(f"| {REFERENCE_KINDS[kind]} | " + " | ".join(format_share(m.get(k)) for k in _KEYS) + " | |")
+        lines.append(f"| {m.get('label', kind)} | " + " | ".join(format_share(m.get(k)) for k in _KEYS) + " | |")
     gain = data["gain"][metric]
     gain_text = "n/a" if gain is None else f"{gain['value']:+.3f}, 95% CI [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]"
     if gain is not None and data["gain_paired"].get(metric):
         lo, hi = data["gain_paired"][metric]["ci95"]
         gain_text += f"; paired 95% CI [{lo:+.3f}, {hi:+.3f}]"
     gate_text = sampling_text(generation) + guided_base_text(data["gain_over_guided_base_paired"], metric, generation)
-    scale_text = "".join(f" {REFERENCE_KINDS[kind].capitalize()}: {format_share(m.get(metric))}."
+    scale_text = "".join(f" {m.get('label', kind).capitalize()}: {format_share(m.get(metric))}."
                          for kind, m in references.items())
     md = (
         f"# atelier run {run_dir.name}\n\n**Goal:** {data['goal']}\n\n"

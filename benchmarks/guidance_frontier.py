@@ -20,7 +20,7 @@ from atelier.worlds.shapes.evaluate import generate_images, image_seed, judge_im
 from atelier.worlds.shapes.heldout import heldout_scenes
 from atelier.worlds.shapes.paired import paired_difference
 from atelier.tools.diffusers_generator import DiffusersOptions
-from atelier.tools.generate import load_generator
+from atelier.worlds.shapes.model import load_generator
 
 KEYS = ("relation_accuracy_cond", "object_accuracy", "count_accuracy")
 SHORT = {"relation_accuracy_cond": "relation", "object_accuracy": "objects", "count_accuracy": "counts"}

@@ -26,7 +26,7 @@ from atelier.report import format_share
 from atelier.worlds.shapes.evaluate import evaluate_model
 from atelier.worlds.shapes.render import render
 from atelier.worlds.shapes.scene import parse
-from atelier.tools.generate import load_generator
+from atelier.worlds.shapes.model import load_generator
 from atelier.tools.sft import SFTConfig, train_lora_sft, write_sft_dataset
 
 GOAL = "get spatial relations (left, right, above, below) right for two objects"  # examples/shapes.yaml

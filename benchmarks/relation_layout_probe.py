@@ -31,7 +31,7 @@ from atelier.worlds.shapes.references import reference_metrics
 from atelier.worlds.shapes.render import PALETTE, render
 from atelier.worlds.shapes.sampling import SceneMix, draw_scene
 from atelier.worlds.shapes.scene import Scene, caption
-from atelier.tools.generate import load_generator
+from atelier.worlds.shapes.model import load_generator
 from atelier.tools.model_inputs import images_to_model_inputs
 
 _PALETTE = {name: np.array(rgb) / 127.5 - 1.0 for name, rgb in PALETTE.items()}

@@ -19,7 +19,8 @@ TINY = {
     "train": {"steps": 4, "batch_size": 4, "learning_rate": 1e-3, "lora_rank": 2},
     # The demo's gate: with 3 sampler steps (999, 666, 332) the adapter acts on the first two.
     # Candidates at a stronger guidance than the held-out images, as the demo does.
-    "generation": {"steps": 3, "guidance_scale": 3.0, "candidate_guidance_scale": 5.0, "batch_size": 16,
+    # float32 pinned: "auto" would sample under bf16 on CPUs that have it, and the tests redraw in float32.
+    "generation": {"steps": 3, "guidance_scale": 3.0, "candidate_guidance_scale": 5.0, "batch_size": 16, "dtype": "float32",
                    "adapter_min_timestep": 500},
     # Promote on any gain, so that the tiny run exercises promotion as well as rollback.
     "decide": {"noise_sigmas": 0.0, "max_object_drop": 1.0},

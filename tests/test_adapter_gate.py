@@ -16,6 +16,7 @@ from atelier.worlds.shapes.model import new_pipeline
 from atelier.tools.adapter_gate import gate_adapter_by_timestep
 from atelier.tools.diffusers_generator import DiffusersOptions
 from atelier.tools.generate import GenerationRequest, generate, generation_options, load_generator
+from atelier.worlds.shapes.model import load_generator as load_shapes_generator
 from atelier.tools.lora import add_lora, save_adapter
 
 
@@ -72,7 +73,7 @@ def test_the_gate_switches_the_adapter_by_timestep_at_every_call():
 
 
 def _shapes_images(model, adapter, min_timestep: int) -> np.ndarray:
-    pipe = load_generator(str(model), adapter, options=DiffusersOptions(adapter_min_timestep=min_timestep))
+    pipe = load_shapes_generator(str(model), adapter, options=DiffusersOptions(adapter_min_timestep=min_timestep))
     request = GenerationRequest(["a red circle", "two blue squares"], [3, 4], steps=4, guidance_scale=3.0)
     return np.stack([np.asarray(im, dtype=np.int16) for im in generate(pipe, request)])
 

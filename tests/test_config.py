@@ -93,3 +93,57 @@ def test_candidates_are_guided_apart_only_at_another_guidance():
     assert not gen.model_copy(update={"candidate_guidance_scale": 3.0}).candidates_guided_apart
     assert not gen.model_copy(update={"candidate_guidance_scale": None}).candidates_guided_apart
     assert load_config(EXAMPLE, ["budget.guided_base_reference=false"]).budget.guided_base_reference is False
+
+
+def _folder(root: Path, name: str, file: str, content: dict) -> Path:
+    import json
+
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / file).write_text(json.dumps(content))
+    return folder
+
+
+def _open_vocab(root: Path, **models) -> list[str]:
+    """--set overrides for an open_vocab config whose models are folders under `root` (config
+    files only: the check never loads weights), with `models` replacing some of them."""
+    paths = {
+        "model": _folder(root, "sd", "model_index.json", {"_class_name": "StableDiffusionPipeline"}),
+        "detector.model": _folder(root, "owl", "config.json", {"model_type": "owlv2"}),
+        "clip.model": _folder(root, "clip", "config.json", {"model_type": "clip"}),
+        **models,
+    }
+    return ["goal=realistic elephants", "vocabulary.classes=[elephant, giraffe]", *(f"{k}={v}" for k, v in paths.items())]
+
+
+def test_an_open_vocab_config_names_its_world_and_checks_folders_without_loading(tmp_path):
+    cfg = load_config(EXAMPLE, _open_vocab(tmp_path / "a"))
+    assert cfg.world_name == "open_vocab" and cfg.vocabulary.classes == ["elephant", "giraffe"]
+    # A hub id cannot be checked offline: it passes here and fails at load time.
+    assert load_config(EXAMPLE, _open_vocab(tmp_path / "b", model="org/sd15")).model == "org/sd15"
+
+
+@pytest.mark.parametrize("field, content, message", [
+    ("model", ("model_index.json", {"_class_name": "StableDiffusionImg2ImgPipeline"}),
+     "is a StableDiffusionImg2ImgPipeline; the open_vocab world runs StableDiffusionPipeline or StableDiffusionXLPipeline"),
+    ("model", ("config.json", {"model_type": "owlv2"}), "not a text-to-image model folder (no model_index.json)"),
+    ("detector.model", ("config.json", {"model_type": "clip"}), "is a 'clip' model, not owlv2"),
+    ("clip.model", ("model_index.json", {"_class_name": "StableDiffusionPipeline"}), "not a clip model folder (no config.json)"),
+])
+def test_config_check_says_in_one_line_when_a_folder_is_not_the_right_kind(tmp_path, field, content, message):
+    overrides = _open_vocab(tmp_path, **{field: _folder(tmp_path, "wrong", *content)})
+    with pytest.raises(ConfigError) as e:
+        load_config(EXAMPLE, overrides)
+    assert field in str(e.value) and message in str(e.value) and "\n" not in str(e.value)
+    out = subprocess.run([sys.executable, "-m", "atelier.cli", "config", "check", str(EXAMPLE),
+                          *(arg for o in overrides for arg in ("--set", o))], capture_output=True, text=True)
+    assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_a_missing_folder_and_a_builtin_planner_without_classes_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="no such folder"):
+        load_config(EXAMPLE, _open_vocab(tmp_path / "a", model=tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="vocabulary.classes"):
+        load_config(EXAMPLE, [o for o in _open_vocab(tmp_path / "b") if not o.startswith("vocabulary")])
+    with pytest.raises(ConfigError, match="the shapes world has its own"):
+        load_config(EXAMPLE, ["vocabulary.classes=[dog]"])

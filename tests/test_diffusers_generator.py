@@ -11,7 +11,9 @@ from atelier.cli import main as atelier_main
 from atelier.config import ConfigError, parse_config
 from atelier.worlds.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS, SHIPPED_MODEL_DIR
 from atelier.tools.diffusers_generator import DiffusersOptions, make_scheduler
-from atelier.tools.generate import GenerationRequest, generate, is_shapes_model, load_generator
+from atelier.tools.generate import GenerationRequest, generate, load_generator
+from atelier.tools.model_folders import is_shapes_model
+from atelier.worlds.shapes.model import load_generator as load_shapes_generator
 
 STEPS = 3  # a handful of sampler steps: the tests check plumbing, not image quality
 
@@ -104,13 +106,13 @@ def test_half_precision_on_cpu_is_a_clear_error(tiny_sd15):
     with pytest.raises(ConfigError, match="generation.dtype 'float16'"):
         parse_config({"goal": "draw cats", "device": "cpu", "generation": {"dtype": "float16"}})
     with pytest.raises(ValueError, match="shapes model runs in float32 or bfloat16"):
-        load_generator("shapes", options=DiffusersOptions(dtype="float16"))
+        load_shapes_generator("shapes", options=DiffusersOptions(dtype="float16"))
 
 
 def test_generation_config_defaults_leave_the_shapes_world_unchanged():
     gen = parse_config({"goal": "draw cats"}).generation
     assert (gen.steps, gen.guidance_scale, gen.batch_size) == (DEFAULT_STEPS, DEFAULT_GUIDANCE, 64)
-    assert (gen.dtype, gen.scheduler, gen.lora_scale) == ("float32", "dpm++2m", 1.0)
+    assert (gen.dtype, gen.scheduler, gen.lora_scale) == ("auto", "dpm++2m", 1.0)
     assert not (gen.vae_tiling or gen.vae_slicing or gen.cpu_offload)
 
 

@@ -10,7 +10,7 @@ import torch
 from atelier.tools import dtype as dtype_mod
 from atelier.tools.diffusers_generator import DiffusersOptions, check_placement, torch_dtype
 from atelier.tools.dtype import resolve_dtype
-from atelier.tools.generate import load_generator
+from atelier.worlds.shapes.model import load_generator
 from atelier.worlds.shapes.model import load_pipeline
 
 

@@ -1,4 +1,5 @@
-from atelier.ipr import ipr_rows, relabel
+from atelier.strategies.ipr import ipr_rows as _ipr_rows
+from atelier.worlds.shapes.relabel import relabel, relabel_judgment
 from atelier.worlds.shapes.metrics import judge_image
 from atelier.worlds.shapes.scene import parse
 from atelier.tools.detection import Detection
@@ -6,6 +7,10 @@ from atelier.tools.detection import Detection
 
 def det(label, cx, cy, r=3):
     return Detection(label=label, box=(cx - r, cy - r, cx + r, cy + r), score=1.0)
+
+
+def ipr_rows(judgments, *args, **kwargs):
+    return _ipr_rows(judgments, *args, relabel=relabel_judgment, **kwargs)
 
 
 def judged(prompt, dets, file="x.png"):
@@ -55,3 +60,9 @@ def test_ablation_keeps_original_prompt_at_lambda():
     assert rows[0]["text"] == "a red circle to the left of a blue triangle" and rows[0]["weight"] == 0.5
     rows = ipr_rows([judged("a red circle to the left of a blue triangle", dets)], 0.25, 1.0, do_relabel=True)
     assert rows[0]["text"] == "a red circle to the right of a blue triangle" and rows[0]["weight"] == 0.25
+
+
+def test_failed_judgments_are_not_trained_on():
+    good = judged("a red circle to the left of a blue triangle", [det("red circle", 5, 16), det("blue triangle", 25, 16)])
+    failed = {**good, "file": "y.png", "failed": True, "failure": {"role": "judge", "error": "HTTP 500", "raw": None}}
+    assert [r["file"] for r in ipr_rows([good, failed], 0.5, 1.0, do_relabel=True)] == ["x.png"]

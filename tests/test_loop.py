@@ -12,7 +12,8 @@ from PIL import Image
 from atelier.config import GenerationConfig
 from atelier.graphs.nodes import image_seed
 from atelier.report import guided_base_text, sampling_text, write_report
-from atelier.tools.generate import GenerationRequest, generate, load_generator
+from atelier.tools.generate import GenerationRequest, generate
+from atelier.worlds.shapes.model import load_generator
 from atelier.tools.lora import adapter_hash
 from loop_helpers import atelier, write_config
 
@@ -128,7 +129,7 @@ def test_candidates_use_their_own_guidance(finished_run):
 
     assert closer_to(row["file"], row["prompt"], row["seed"]) == 5.0
     # The base's held-out images stay at guidance_scale.
-    prompt = json.loads((run_dir / "heldout" / "prompts.json").read_text())[0]
+    prompt = json.loads((run_dir / "heldout" / "prompts.json").read_text())[0]["text"]
     assert closer_to(str(run_dir / "base" / "images" / "p000_0.png"), prompt, image_seed(7, 0, 0, 0)) == 3.0
     # ...and the base's reference evaluation is drawn at the candidates' guidance, on the same seeds.
     guided = run_dir / "base" / "at_candidate_guidance" / "images" / "p000_0.png"

@@ -6,7 +6,8 @@ import random
 import pytest
 
 from atelier.config import Config
-from atelier.graphs.nodes import _paired_gain, promotion
+from atelier.graphs.nodes import _paired_gain
+from atelier.stats.promotion import promotion
 from atelier.graphs.state import LoopContext
 from atelier.runs import best_round
 from atelier.worlds.shapes.metrics import share
@@ -105,23 +106,37 @@ def _metrics(relation: float, objects: float = 0.8, counts: float = 0.5, half_wi
 def test_promotion_uses_the_paired_noise_when_given():
     base = best = _metrics(0.70)
     candidate = _metrics(0.72)
-    promoted, _, noise, reason = promotion(candidate, best, base, "relation_accuracy_cond", 1.0, 0.03)
+    objects = {"object_accuracy": 0.03}
+    promoted, _, noise, reason = promotion(candidate, best, base, "relation_accuracy_cond", 1.0, objects)
     assert not promoted and noise == pytest.approx((2 * (0.06 / 1.96) ** 2) ** 0.5)
-    promoted, gain, noise, reason = promotion(candidate, best, base, "relation_accuracy_cond", 1.0, 0.03, paired=(0.02, 0.008))
+    promoted, gain, noise, reason = promotion(candidate, best, base, "relation_accuracy_cond", 1.0, objects, paired=(0.02, 0.008))
     assert promoted and (gain, noise) == (0.02, 0.008) and "paired noise" in reason
     # The object guard still applies first.
-    promoted, *_ = promotion(_metrics(0.80, objects=0.70), best, base, "relation_accuracy_cond", 1.0, 0.03, paired=(0.1, 0.01))
-    assert not promoted
+    promoted, *_, reason = promotion(_metrics(0.80, objects=0.70), best, base, "relation_accuracy_cond", 1.0, objects, paired=(0.1, 0.01))
+    assert not promoted and reason == "object accuracy fell 0.100 below the base (limit 0.03)"
 
 
-def test_the_count_guard_refuses_only_when_asked():
+def test_guards_are_named_by_metric_and_refuse_only_when_asked():
     base = best = _metrics(0.70, counts=0.55)
     fewer_counts = _metrics(0.80, counts=0.45)
-    rule = dict(metric="relation_accuracy_cond", sigmas=1.0, max_object_drop=0.03, paired=(0.1, 0.01))
-    assert promotion(fewer_counts, best, base, **rule)[0]  # unguarded by default
-    promoted, *_, reason = promotion(fewer_counts, best, base, **rule, max_count_drop=0.05)
+    rule = dict(metric="relation_accuracy_cond", sigmas=1.0, paired=(0.1, 0.01))
+    assert promotion(fewer_counts, best, base, max_drop={"object_accuracy": 0.03}, **rule)[0]  # counts unguarded
+    promoted, *_, reason = promotion(fewer_counts, best, base, max_drop={"object_accuracy": 0.03, "count_accuracy": 0.05}, **rule)
     assert not promoted and reason == "count accuracy fell 0.100 below the base (limit 0.05)"
-    assert promotion(fewer_counts, best, base, **rule, max_count_drop=0.15)[0]
+    assert promotion(fewer_counts, best, base, max_drop={"count_accuracy": 0.15}, **rule)[0]
+    # A guard on a metric the evaluations do not have (no CLIP scorer) is skipped, not an error.
+    assert promotion(fewer_counts, best, base, max_drop={"clip_score": 1.0}, **rule)[0]
+    # No value of the target metric (every judgment failed): an error decide turns into a rollback.
+    with pytest.raises(ValueError, match="no held-out relation_accuracy_cond"):
+        promotion({"relation_accuracy_cond": {"value": None, "ci95": None, "n": 0}}, best, base, max_drop={}, **rule)
+
+
+def test_legacy_guard_fields_map_to_named_guards():
+    cfg = Config(goal="left and right", decide={"max_object_drop": 0.05, "max_count_drop": 0.1})
+    assert cfg.decide.max_drop == {"object_accuracy": 0.05, "count_accuracy": 0.1}
+    assert Config(goal="left and right", decide={"max_object_drop": None}).decide.max_drop == {}
+    with pytest.raises(ValueError, match="unknown metric 'objects'"):
+        Config(goal="left and right", decide={"max_drop": {"objects": 0.1}})
 
 
 def _write(path, rows):

@@ -1,12 +1,11 @@
-"""The loop's nodes. Each reads small records from the state, does its work through the tools and
-agents, writes its outputs atomically under run/<round>/<node>/..., and skips work already on
-disk, so any node can be re-run after a crash and gives the same result.
+"""The loop's nodes: thin, each calls the world, the strategy or the stats. Each reads small
+records from the state, writes its outputs atomically under run/<round>/<node>/..., and skips
+work already on disk, so any node can be re-run after a crash and gives the same result.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -15,19 +14,15 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 from PIL import Image
 
-from atelier.agents.judge import judge_batch
-from atelier.agents.planner import TargetSpec, plan_builtin, plan_with_agent
-from atelier.agents.prompt_writer import heldout_prompts, write_prompts_builtin, write_prompts_with_agent
+from atelier.agents.planner import TargetSpec
+from atelier.atomic import staged_dir, write_json_atomic, write_jsonl_atomic
 from atelier.faults import maybe_die
 from atelier.graphs.state import BatchTask, LoopContext, LoopState, RoundRecord
-from atelier.ipr import ipr_rows
-from atelier.atomic import staged_dir, write_json_atomic, write_jsonl_atomic
 from atelier.runs import best_round, evaluation_dir, guided_base_dir, read_json, read_jsonl, round_dir, set_status
-from atelier.worlds.shapes.metrics import ImageJudgment, summarize
-from atelier.worlds.shapes.paired import paired_difference
-from atelier.worlds.shapes.references import reference_metrics
-from atelier.tools.generate import GenerationRequest, generate, generation_options, load_generator
-from atelier.tools.sft import SFTConfig, train_lora_sft, write_sft_dataset
+from atelier.stats.promotion import promotion
+from atelier.tools.datasets import write_sft_dataset
+from atelier.worlds.base import WorldPrompt
+from atelier.worlds.judgment import paired_difference, summarize
 
 
 def loop_node(name: str):
@@ -57,22 +52,35 @@ def image_seed(seed: int, round_no: int, prompt_idx: int, k: int) -> int:
     return int(np.random.SeedSequence([seed, round_no, prompt_idx, k]).generate_state(1)[0])
 
 
+def read_prompts(path: str | Path) -> list[WorldPrompt]:
+    return [WorldPrompt.model_validate(p) for p in read_json(Path(path))]
+
+
+def _spec(state: LoopState) -> TargetSpec:
+    return TargetSpec.model_validate(state["spec"])
+
+
+def _rows(prompts: list[WorldPrompt], items: list[tuple[int, int]], seeds: list[int], files: list[Path]) -> list[dict]:
+    """The rows a judge gets: where each image is, its prompt and what the prompt asks."""
+    return [{"file": str(f), "prompt": prompts[i].text, "prompt_index": i, "seed": s,
+             "asked": prompts[i].asked.model_dump(mode="json"), "target_class": prompts[i].target_class}
+            for (i, _), s, f in zip(items, seeds, files)]
+
+
 # --- plan and baseline ------------------------------------------------------------------------
 
 
 @loop_node("plan")
 def plan(state: LoopState, ctx: LoopContext) -> dict:
-    match ctx.config.agents.planner.backend:
-        case "builtin":
-            spec = plan_builtin(ctx.config.goal)
-        case "openai":
-            spec = plan_with_agent(ctx.config.agents.planner, ctx.config.goal, ctx.run_dir / "agents")
-    metric = spec.metric if ctx.config.decide.metric == "auto" else ctx.config.decide.metric
-    write_json_atomic(ctx.run_dir / "plan.json", {"goal": ctx.config.goal, "spec": spec.model_dump(), "metric": metric})
+    cfg = ctx.config
+    spec = ctx.world.plan(cfg.goal, ctx.run_dir / "agents")
+    metric = spec.metric if cfg.decide.metric == "auto" else cfg.decide.metric
+    write_json_atomic(ctx.run_dir / "plan.json", {"goal": cfg.goal, "spec": spec.model_dump(mode="json"), "metric": metric})
     heldout_file = ctx.run_dir / "heldout" / "prompts.json"
-    if not heldout_file.exists():
-        write_json_atomic(heldout_file, heldout_prompts(spec, ctx.config.budget.heldout_prompts, ctx.config.seed))
-    return {"spec": spec.model_dump(), "metric": metric, "heldout_file": str(heldout_file), "round": 1,
+    if not heldout_file.exists():  # frozen at plan time: every evaluation of the run uses these
+        prompts = ctx.world.heldout_prompts(spec, cfg.budget.heldout_prompts, cfg.seed)
+        write_json_atomic(heldout_file, [p.model_dump(mode="json") for p in prompts])
+    return {"spec": spec.model_dump(mode="json"), "metric": metric, "heldout_file": str(heldout_file), "round": 1,
             "best_adapter": None, "no_improve": 0}
 
 
@@ -84,24 +92,20 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
         return read_json(metrics_file)
     cfg = ctx.config
     guidance = cfg.generation.guidance_scale if guidance is None else guidance
-    prompts = read_json(Path(state["heldout_file"]))
+    prompts = read_prompts(state["heldout_file"])
     k = cfg.budget.images_per_heldout_prompt
-    items = [(i, p, j) for i, p in enumerate(prompts) for j in range(k)]
+    items = [(i, j) for i in range(len(prompts)) for j in range(k)]
     # The same seeds for base and every candidate: comparisons are paired.
-    seeds = [image_seed(cfg.seed, 0, i, j) for i, _, j in items]
-    names = [f"p{i:03d}_{j}.png" for i, _, j in items]
+    seeds = [image_seed(cfg.seed, 0, i, j) for i, j in items]
+    names = [f"p{i:03d}_{j}.png" for i, j in items]
     if not (out / "images").exists():  # a crash after the images were saved skips straight to judging
-        pipe = load_generator(cfg.model, adapter, cfg.generation.lora_scale, cfg.device, generation_options(cfg.generation))
-        images = generate(pipe, GenerationRequest([p for _, p, _ in items], seeds, cfg.generation.steps,
-                                                  guidance, cfg.generation.batch_size))
+        images = ctx.world.sample([prompts[i].text for i, _ in items], seeds, guidance, adapter)
         with staged_dir(out / "images") as tmp:
             for name, img in zip(names, images):
                 img.save(tmp / name)
-    rows = [{"file": str(out / "images" / name), "prompt": p, "prompt_index": i, "seed": s}
-            for name, (i, p, _), s in zip(names, items, seeds)]
-    judgments = judge_batch(cfg.agents.judge, rows)
+    judgments = ctx.world.judge(_rows(prompts, items, seeds, [out / "images" / n for n in names]), _spec(state))
     write_jsonl_atomic(out / "judgments.jsonl", judgments)
-    metrics = summarize([ImageJudgment.model_validate(j) for j in judgments])
+    metrics = summarize(judgments)
     metrics["seed"] = cfg.seed
     metrics["guidance_scale"] = guidance
     write_json_atomic(metrics_file, metrics)
@@ -110,17 +114,17 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
 
 @loop_node("baseline")
 def baseline(state: LoopState, ctx: LoopContext) -> dict:
+    cfg = ctx.config
     metrics = _evaluate(ctx, state, None, evaluation_dir(ctx.run_dir, None))
     maybe_die("baseline:base")  # a crash point between the base's evaluations, for the resume tests
     references_file = evaluation_dir(ctx.run_dir, None) / "references.json"
-    # Chance and ceiling of the same prompts and seeds; only the built-in detector judges them for free.
-    if ctx.config.agents.judge.backend == "builtin" and not references_file.exists():
-        cfg = ctx.config
-        write_json_atomic(references_file, reference_metrics(
-            read_json(Path(state["heldout_file"])), cfg.budget.images_per_heldout_prompt,
-            lambda i, k: image_seed(cfg.seed, 0, i, k)))
-    generation = ctx.config.generation
-    if generation.candidates_guided_apart and ctx.config.budget.guided_base_reference:
+    # Chance and ceiling of the same prompts and seeds, where the world judges them for free.
+    if cfg.agents.judge.backend == "builtin" and not references_file.exists():
+        references = ctx.world.references(read_prompts(state["heldout_file"]), cfg.budget.images_per_heldout_prompt,
+                                          lambda i, k: image_seed(cfg.seed, 0, i, k))
+        write_json_atomic(references_file, references)
+    generation = cfg.generation
+    if generation.candidates_guided_apart and cfg.budget.guided_base_reference:
         # The adapter's teacher, for the report only (decide never reads it): on the shapes world the
         # loop's gain is the candidates' guidance, learned (BENCHMARKS.md), so a user wants to see
         # whether training beat raising the guidance. It costs one more held-out evaluation.
@@ -136,14 +140,10 @@ def write_prompts(state: LoopState, ctx: LoopContext) -> dict:
     r = state["round"]
     path = round_dir(ctx.run_dir, r) / "prompts.json"
     if not path.exists():
-        spec = TargetSpec.model_validate(state["spec"])
-        match ctx.config.agents.prompt_writer.backend:
-            case "builtin":
-                batch = write_prompts_builtin(spec, ctx.config.budget.prompts_per_round, seed=ctx.config.seed * 1000 + r)
-            case "openai":
-                batch = write_prompts_with_agent(ctx.config.agents.prompt_writer, spec, ctx.config.budget.prompts_per_round,
-                                                 seed=ctx.config.seed * 1000 + r, record_dir=round_dir(ctx.run_dir, r) / "agents")
-        write_json_atomic(path, batch.prompts)
+        cfg = ctx.config
+        prompts = ctx.world.training_prompts(_spec(state), cfg.budget.prompts_per_round, cfg.seed * 1000 + r,
+                                             round_dir(ctx.run_dir, r) / "agents", read_prompts(state["heldout_file"]))
+        write_json_atomic(path, [p.model_dump(mode="json") for p in prompts])
     return {"prompts_file": str(path), "judged": []}
 
 
@@ -167,24 +167,20 @@ def generate_batch(task: BatchTask, ctx: LoopContext) -> Command:
     cfg = ctx.config
     out = _batch_dir(ctx, task, "generate")
     if not (out / "manifest.jsonl").exists():
-        prompts = read_json(Path(task["prompts_file"]))[task["start"] : task["end"]]
+        prompts = read_prompts(task["prompts_file"])
         k = cfg.budget.images_per_prompt
-        items = [(task["start"] + i, p, j) for i, p in enumerate(prompts) for j in range(k)]
-        seeds = [image_seed(cfg.seed, task["round"], i, j) for i, _, j in items]
+        items = [(i, j) for i in range(task["start"], task["end"]) for j in range(k)]
+        seeds = [image_seed(cfg.seed, task["round"], i, j) for i, j in items]
         # Candidates come from the best model so far: its mistakes are what the round fixes.
-        pipe = load_generator(cfg.model, task["adapter"], cfg.generation.lora_scale, cfg.device,
-                              generation_options(cfg.generation))
         guidance = cfg.generation.candidate_guidance(task["adapter"])
-        images = generate(pipe, GenerationRequest([p for _, p, _ in items], seeds, cfg.generation.steps,
-                                                  guidance, cfg.generation.batch_size))
+        images = ctx.world.sample([prompts[i].text for i, _ in items], seeds, guidance, task["adapter"])
         with staged_dir(out) as tmp:
-            rows = []
-            for (i, p, j), s, img in zip(items, seeds, images):
-                name = f"p{i:03d}_{j}.png"
+            names = [f"p{i:03d}_{j}.png" for i, j in items]
+            for name, img in zip(names, images):
                 img.save(tmp / name)
-                rows.append({"file": str(out / name), "prompt": p, "prompt_index": i, "seed": s,
-                             "adapter": task["adapter"],
-                             "scale": cfg.generation.lora_scale if task["adapter"] else None, "guidance_scale": guidance})
+            rows = [{**row, "adapter": task["adapter"], "scale": cfg.generation.lora_scale if task["adapter"] else None,
+                     "guidance_scale": guidance}
+                    for row in _rows(prompts, items, seeds, [out / n for n in names])]
             write_jsonl_atomic(tmp / "manifest.jsonl", rows)
     return Command(goto=Send("judge", task))
 
@@ -194,21 +190,22 @@ def judge(task: BatchTask, ctx: LoopContext) -> dict:
     out = round_dir(ctx.run_dir, task["round"]) / "judge" / f"batch_{task['batch']:03d}.jsonl"
     if not out.exists():
         rows = read_jsonl(_batch_dir(ctx, task, "generate") / "manifest.jsonl")
-        write_jsonl_atomic(out, judge_batch(ctx.config.agents.judge, rows))
+        spec = TargetSpec.model_validate(read_json(ctx.run_dir / "plan.json")["spec"])
+        write_jsonl_atomic(out, ctx.world.judge(rows, spec))
     return {"judged": [str(out)]}
 
 
 @loop_node("curate")
 def curate(state: LoopState, ctx: LoopContext) -> dict:
-    cfg = ctx.config
-    r = state["round"]
-    out = round_dir(ctx.run_dir, r) / "dataset"
+    out = round_dir(ctx.run_dir, state["round"]) / "dataset"
     if not (out / "metadata.jsonl").exists():
         judgments = [j for f in state["judged"] for j in read_jsonl(Path(f))]
-        rows = ipr_rows(judgments, cfg.train.relabel_weight, cfg.train.correct_weight, cfg.train.relabel)
+        rows = ctx.strategy.curate(judgments, ctx.world)
         images = [Image.open(row["file"]).convert("RGB") for row in rows]
         meta = [{"file_name": f"{i:05d}.png", "text": row["text"], "weight": row["weight"], "kind": row["kind"],
-                 "original_prompt": row["prompt"], "source": row["file"]} for i, row in enumerate(rows)]
+                 "original_prompt": row["prompt"], "source": row["file"],
+                 **{k: v for k, v in row.items() if k not in ("file", "text", "weight", "kind", "prompt")}}
+                for i, row in enumerate(rows)]
         write_sft_dataset(out, meta, images)
     return {"dataset": str(out)}
 
@@ -222,13 +219,8 @@ def train(state: LoopState, ctx: LoopContext) -> dict:
     if not datasets:  # nothing usable was generated: there is no candidate this round
         return {"candidate_adapter": None}
     out = round_dir(ctx.run_dir, r) / "adapter"
-    sft = SFTConfig(steps=cfg.train.steps, batch_size=cfg.train.batch_size, lr=cfg.train.learning_rate,
-                    rank=cfg.train.lora_rank, alpha=cfg.train.lora_alpha or cfg.train.lora_rank,
-                    seed=cfg.seed * 1000 + r, bf16=cfg.train.bf16, caption_dropout=cfg.train.caption_dropout,
-                    min_timestep=cfg.train.min_timestep)
-    pipe = load_generator(cfg.model, None, device=cfg.device)
-    train_lora_sft(pipe, datasets, out, sft, init_adapter=state.get("best_adapter"),
-                             progress=lambda step, steps, loss: maybe_die(f"train_step:{step}"))
+    ctx.strategy.train(ctx.world, datasets, out, state.get("best_adapter"), cfg.seed * 1000 + r,
+                       progress=lambda step, steps, loss: maybe_die(f"train_step:{step}"))
     return {"candidate_adapter": str(out)}
 
 
@@ -242,39 +234,6 @@ def evaluate(state: LoopState, ctx: LoopContext) -> dict:
 
 
 # --- decide -----------------------------------------------------------------------------------
-
-
-def _value(metrics: dict, key: str) -> tuple[float, float]:
-    """(value, standard error) of a proportion metric; SE from its Wilson half-width / 1.96."""
-    m = metrics[key]
-    if m["value"] is None:
-        return 0.0, 0.0
-    lo, hi = m["ci95"]
-    return m["value"], (hi - lo) / (2 * 1.96)
-
-
-def promotion(candidate: dict, best: dict, base: dict, metric: str, sigmas: float, max_object_drop: float,
-              paired: tuple[float, float] | None = None,
-              max_count_drop: float | None = None) -> tuple[bool, float, float, str]:
-    """The rule: promote iff gain > sigmas * (standard error of the gain) on the target metric and
-    held-out object accuracy is no more than max_object_drop below the base's (and count
-    accuracy no more than max_count_drop below, when that is given). The standard
-    error is `paired` (gain, se) when given: both evaluations on the same prompts and seeds
-    (atelier.worlds.shapes.paired); otherwise sqrt(se_c^2 + se_b^2) from the two Wilson intervals."""
-    c, se_c = _value(candidate, metric)
-    b, se_b = _value(best, metric)
-    gain, noise = (c - b, math.sqrt(se_c**2 + se_b**2)) if paired is None else paired
-    kind = "noise" if paired is None else "paired noise"
-    obj_drop = base["object_accuracy"]["value"] - candidate["object_accuracy"]["value"]
-    if obj_drop > max_object_drop:
-        return False, gain, noise, f"object accuracy fell {obj_drop:.3f} below the base (limit {max_object_drop})"
-    if max_count_drop is not None:
-        count_drop = base["count_accuracy"]["value"] - candidate["count_accuracy"]["value"]
-        if count_drop > max_count_drop:
-            return False, gain, noise, f"count accuracy fell {count_drop:.3f} below the base (limit {max_count_drop})"
-    if gain > sigmas * noise:
-        return True, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} > {sigmas} x {kind} {noise:.3f}"
-    return False, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} within {sigmas} x {kind} {noise:.3f}"
 
 
 def _paired_gain(ctx: LoopContext, state: LoopState, r: int) -> tuple[float, float] | None:
@@ -295,10 +254,12 @@ def decide(state: LoopState, ctx: LoopContext) -> dict:
     if state.get("candidate_metrics") is None:
         promoted, gain, noise, reason = False, None, None, "no training data this round: nothing to evaluate"
     else:
-        promoted, gain, noise, reason = promotion(state["candidate_metrics"], state["best_metrics"], state["base_metrics"],
-                                                  state["metric"], cfg.decide.noise_sigmas, cfg.decide.max_object_drop,
-                                                  _paired_gain(ctx, state, r) if cfg.decide.paired else None,
-                                                  cfg.decide.max_count_drop)
+        try:
+            promoted, gain, noise, reason = promotion(
+                state["candidate_metrics"], state["best_metrics"], state["base_metrics"], state["metric"],
+                cfg.decide.noise_sigmas, cfg.decide.max_drop, _paired_gain(ctx, state, r) if cfg.decide.paired else None)
+        except ValueError as e:
+            promoted, gain, noise, reason = False, None, None, str(e)
     record = RoundRecord(round=r, metrics=state["candidate_metrics"] or {}, promoted=promoted, adapter=state["candidate_adapter"],
                          gain=gain, noise=noise, reason=reason)
     write_json_atomic(round_dir(ctx.run_dir, r) / "decision.json", record)

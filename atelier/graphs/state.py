@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Annotated, TypedDict
 
 from atelier.config import Config
+from atelier.strategies.base import Strategy
+from atelier.worlds.base import World
 
 
 def merge_batches(current: list[str] | None, update: list[str] | None) -> list[str]:
@@ -24,7 +26,7 @@ def merge_batches(current: list[str] | None, update: list[str] | None) -> list[s
 
 class RoundRecord(TypedDict):
     round: int
-    metrics: dict  # held-out metrics in the shapes eval keys
+    metrics: dict  # held-out metrics (atelier.worlds.judgment.summarize)
     promoted: bool
     adapter: str | None  # None when a round had no training data
     gain: float | None  # candidate - best, on the target metric
@@ -64,5 +66,10 @@ class BatchTask(TypedDict):
 
 @dataclass(frozen=True)
 class LoopContext:
+    """What every node gets besides the state: the config, the run folder, the world (models
+    loaded once per process) and the strategy. Never checkpointed: `resume` rebuilds it."""
+
     config: Config
     run_dir: Path
+    world: World | None = None
+    strategy: Strategy | None = None

@@ -102,3 +102,12 @@ def _warn_slow_bf16(device: str) -> None:
         RuntimeWarning,
         stacklevel=3,
     )
+
+
+def train_in_bf16(setting: bool | None, device: str) -> bool:
+    """Whether a LoRA trainer runs under bf16 autocast: `setting` when given; None = on a CUDA
+    device with native bf16 only. On CPUs bf16 training measured 1.3x slower than float32 even
+    with AVX512-BF16 (benchmarks/cpu_dtype.py), and float32 there is exact."""
+    if setting is not None:
+        return setting
+    return torch.device(device).type == "cuda" and cuda_has_bf16()

@@ -14,7 +14,8 @@ from atelier.worlds.shapes.heldout import heldout_scenes
 from atelier.worlds.shapes.metrics import ImageJudgment, judge_image, summarize
 from atelier.worlds.shapes.scene import Scene, caption
 from atelier.tools.diffusers_generator import DiffusersOptions
-from atelier.tools.generate import GenerationRequest, generate, load_generator
+from atelier.tools.generate import GenerationRequest, generate
+from atelier.worlds.shapes.model import load_generator
 
 from atelier.worlds.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS
 

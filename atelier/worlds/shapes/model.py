@@ -122,6 +122,8 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     `set_adapters`, `disable_lora`, `unload_lora_weights` (the mixin needs `unet` and `text_encoder`).
     """
 
+    samples_by_seed = True  # atelier.tools.generate passes seeds=, not torch generators
+
     def __init__(self, unet, text_encoder, tokenizer, scheduler):
         super().__init__()
         self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
@@ -216,3 +218,18 @@ def load_pipeline(path: str | Path = SHIPPED_MODEL_DIR, device: str = "cpu") -> 
     pipe = ShapesPipeline.from_pretrained(path)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def load_generator(model: str | Path = "shapes", adapter: str | Path | None = None, scale: float = 1.0,
+                   device: str = "cpu", options=None) -> ShapesPipeline:
+    """The shipped model ('shapes') or a shapes model folder on `device`, sampling in
+    `options.dtype` (float32 without options), with `adapter` loaded at `scale`, gated to
+    timesteps >= options.adapter_min_timestep."""
+    from atelier.tools.diffusers_generator import load_adapter
+
+    pipe = load_pipeline(SHIPPED_MODEL_DIR if str(model) == "shapes" else Path(model), device=device)
+    if options is not None:
+        pipe.set_compute_dtype(options.dtype)
+    if adapter is not None:
+        load_adapter(pipe, adapter, scale, 0 if options is None else options.adapter_min_timestep)
+    return pipe

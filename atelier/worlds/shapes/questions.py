@@ -14,29 +14,14 @@ count_ok, relation_ok, ipr_correct ...), so a VLM judge and the detector fill th
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
-
-from atelier.agents.questions import Answer, Outcome, YesNoQuestion
-from atelier.worlds.shapes.metrics import GroupJudgment, ImageJudgment, relation_holds
-from atelier.worlds.shapes.scene import Group, Relation, Scene, caption
-from atelier.tools.detection import Detection
+from atelier.agents.questions import Outcome, YesNoQuestion
+from atelier.worlds.judgment import Probe, answer_probe
+from atelier.worlds.shapes.metrics import GroupJudgment, ImageJudgment
+from atelier.worlds.shapes.scene import Group, Scene, caption
 
 _PHRASES = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
 _NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
-
-
-class Probe(BaseModel):
-    """A question in machine-checkable form (shapes world)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["exists", "count", "relation", "only_named"] = Field(description="what is checked")
-    objects: tuple[str, ...] = Field(description="object names involved, e.g. ('red circle',)")
-    count: int | None = Field(None, description="the exact count a 'count' probe asks for")
-    relation: Relation | None = Field(None, description="the relation a 'relation' probe asks for")
 
 
 def _noun(group: Group, plural: bool) -> str:
@@ -69,22 +54,6 @@ def shapes_questions(scene: Scene) -> tuple[list[YesNoQuestion], list[Probe]]:
     add(f"Is there any shape in the image other than {named}?",
         Probe(kind="only_named", objects=tuple(g.name for g in scene.groups)), positive=False)
     return questions, probes
-
-
-def answer_probe(probe: Probe, detections: Sequence[Detection]) -> Answer:
-    """The builtin judge's answer: the probe checked against detections."""
-    found = Counter(d.label for d in detections)
-    match probe.kind:
-        case "exists":
-            ok = found[probe.objects[0]] > 0
-        case "count":
-            ok = found[probe.objects[0]] == probe.count
-        case "relation":
-            first, second = ([d for d in detections if d.label == name] for name in probe.objects)
-            ok = relation_holds(probe.relation, first, second)
-        case "only_named":
-            ok = any(label not in probe.objects for label in found)
-    return "yes" if ok else "no"
 
 
 def judgment_fields(scene: Scene, probes: Sequence[Probe], questions: Sequence[YesNoQuestion],

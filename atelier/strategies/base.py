@@ -1,0 +1,27 @@
+"""What every strategy meets (atelier.strategies): a dataset from a round's judged samples, and
+the training that turns datasets into an adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from atelier.worlds.base import Progress, World
+
+
+class Strategy(Protocol):
+    name: str
+
+    def extra_nodes(self) -> Sequence[tuple[str, object]]:
+        """(name, node) pairs run in this order between judge and curate; () for none."""
+        ...
+
+    def curate(self, judgments: Sequence[dict], world: World) -> list[dict]:
+        """Training rows {file, text, weight, kind, prompt} from a round's judgments ([] = none)."""
+        ...
+
+    def train(self, world: World, datasets: Sequence[Path], out: Path, init_adapter: str | None, seed: int,
+              progress: Progress | None = None) -> dict:
+        """Train the round's adapter from `datasets` (this round's, or all so far) into `out`."""
+        ...
