@@ -147,3 +147,15 @@ def test_a_missing_folder_and_a_builtin_planner_without_classes_are_refused(tmp_
         load_config(EXAMPLE, [o for o in _open_vocab(tmp_path / "b") if not o.startswith("vocabulary")])
     with pytest.raises(ConfigError, match="the shapes world has its own"):
         load_config(EXAMPLE, ["vocabulary.classes=[dog]"])
+
+
+@pytest.mark.parametrize("name, strategy, world", [("shapes.yaml", "ipr", "shapes"),
+                                                   ("sd15-ccsr-elephants.yaml", "ccsr", "open_vocab"),
+                                                   ("sd15-ipr-spatial.yaml", "ipr", "open_vocab")])
+def test_every_example_config_is_valid_and_takes_local_models(tmp_path, name, strategy, world):
+    path = EXAMPLE.parent / name
+    cfg = load_config(path)
+    assert (cfg.strategy, cfg.world_name) == (strategy, world)
+    if world == "open_vocab":
+        local = _open_vocab(tmp_path)[2:]  # model, detector.model and clip.model as local folders
+        assert load_config(path, local).model == str(tmp_path / "sd")
