@@ -104,9 +104,10 @@ def cmd_config_check(args) -> int:
 def cmd_agents_check(args) -> int:
     from atelier.agents.check import check_agents, format_line
     from atelier.config import load_config
+    from atelier.worlds.shapes.agents_check import check_sample
 
     cfg = load_config(args.config, args.set)
-    lines = check_agents(cfg)
+    lines = check_agents(cfg, check_sample)
     for line in lines:
         print(format_line(line))
     return 0 if all(line.ok for line in lines) else 1

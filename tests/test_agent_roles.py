@@ -10,17 +10,20 @@ from atelier.agents.backend import AgentRequest
 from atelier.agents.builtin_backend import BuiltinBackend
 from atelier.agents.critic import Critique, CritiqueRequest
 from atelier.agents.edit_writer import EditInstructions, EditRequest
-from atelier.agents.judge import (MatchJudgeRequest, PairRubric, PairRubricJudgeRequest, QuestionsJudgeRequest, Rubric,
-                                  RubricJudgeRequest, YesNoAnswers)
-from atelier.agents.planner import PlanRequest, TargetSpec, plan_builtin
-from atelier.agents.prompt_writer import (HeldoutPromptsRequest, RewriteRequest, WritePromptsRequest, WrittenPrompts,
-                                          equivalent_captions)
+from atelier.agents.judge import PairRubric, QuestionsJudgeRequest, Rubric, YesNoAnswers
+from atelier.agents.planner import TargetSpec
+from atelier.agents.prompt_writer import Rewrites, WrittenPrompts
 from atelier.agents.questions import YesNoQuestion, ccsr_outcomes, ccsr_score
-from atelier.worlds.shapes.questions import judgment_fields, shapes_questions
 from atelier.agents.templates import render
 from atelier.config import ConfigError, load_config
+from atelier.worlds.shapes.critique import critique_request
 from atelier.worlds.shapes.heldout import is_heldout
+from atelier.worlds.shapes.judge import match_request, pair_rubric_request, questions_request, rubric_request
 from atelier.worlds.shapes.metrics import ImageJudgment
+from atelier.worlds.shapes.plan import ShapesPlanRequest, plan_builtin
+from atelier.worlds.shapes.prompts import (ShapesHeldoutPromptsRequest, ShapesRewriteRequest, ShapesWritePromptsRequest,
+                                           equivalent_captions)
+from atelier.worlds.shapes.questions import judgment_fields, shapes_questions
 from atelier.worlds.shapes.render import render as render_scene
 from atelier.worlds.shapes.scene import parse
 
@@ -38,18 +41,17 @@ def images(tmp_path_factory):
 
 
 def all_requests(good, spec) -> list[AgentRequest]:
-    questions, probes = shapes_questions(parse(PROMPT))
     critique = Critique(matches_prompt=True, deviations=[], poorly_rendered=[], artifacts=[], summary="fine")
     return [
-        PlanRequest(goal="get left and right right"),
-        WritePromptsRequest(spec=spec, n=4, target_class="red circle"),
-        HeldoutPromptsRequest(spec=spec, n=4),
-        RewriteRequest(prompt=PROMPT, n=2),
-        QuestionsJudgeRequest(image=good, prompt=PROMPT, questions=questions, probes=probes),
-        RubricJudgeRequest(image=good, prompt=PROMPT),
-        PairRubricJudgeRequest(first=good, second=good, prompt=PROMPT),
-        MatchJudgeRequest(image=good, prompt=PROMPT),
-        CritiqueRequest(image=good, prompt=PROMPT),
+        ShapesPlanRequest(goal="get left and right right"),
+        ShapesWritePromptsRequest(spec=spec, n=4, target_class="red circle"),
+        ShapesHeldoutPromptsRequest(spec=spec, n=4),
+        ShapesRewriteRequest(prompt=PROMPT, n=2),
+        questions_request(good, PROMPT),
+        rubric_request(good, PROMPT),
+        pair_rubric_request(good, good, PROMPT),
+        match_request(good, PROMPT),
+        critique_request(good, PROMPT),
         EditRequest(prompt=PROMPT, critique=critique, image=good),
     ]
 
@@ -120,6 +122,59 @@ def test_question_lists_must_depend_on_earlier_questions():
         TargetSpec(metric="object_accuracy", questions=[q(1, depends_on=[2]), q(2)])
 
 
+def test_target_spec_is_world_agnostic_but_names_a_known_metric():
+    spec = TargetSpec(objects=["dog", "giraffe"], relations=["left of"], counts=[5], metric="relation_accuracy_cond")
+    assert spec.colours == [] and spec.shapes == []  # [] = the world's all
+    with pytest.raises(ValidationError, match="unknown metric"):
+        TargetSpec(metric="fid")
+    with pytest.raises(ValidationError, match="needs at least one relation"):
+        TargetSpec(metric="relation_accuracy_cond")
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(objects=["dog"]), "not '<colour> <shape>'"),
+    (dict(colours=["purple"]), "colours"),
+    (dict(shapes=["hexagon"]), "shapes"),
+    (dict(counts=[5]), "at most 3"),
+    (dict(metric="clip_score"), "does not measure a shapes goal"),
+    (dict(relations=["left of"], colours=["red"], shapes=["circle"], metric="relation_accuracy_cond"), "two different objects"),
+])
+def test_the_shapes_planner_checks_the_spec_against_its_vocabulary(fields, message):
+    answer = TargetSpec(**({"metric": "object_accuracy"} | fields))
+    with pytest.raises(ValueError, match=message):
+        ShapesPlanRequest(goal="anything").check(answer)
+    ShapesPlanRequest(goal="anything").check(plan_builtin("left and right"))
+
+
+def test_the_builtin_judge_and_critic_answer_from_what_the_request_carries(tmp_path):
+    """No detector inside the agents: the request's detections and Asked are all they read."""
+    from atelier.agents.critic import critique_builtin
+    from atelier.agents.judge import MatchJudgeRequest, RubricJudgeRequest
+    from atelier.worlds.judgment import Asked, AskedObject, Probe
+
+    asked = Asked(objects=(AskedObject(name="dog"), AskedObject(name="cat", count=2)), relation="left of")
+    found = ({"label": "dog", "box": (0, 0, 10, 10), "score": 0.9}, {"label": "cat", "box": (20, 0, 30, 10), "score": 0.9},
+             {"label": "bird", "box": (40, 0, 50, 10), "score": 0.3})
+    nowhere = tmp_path / "never_written.png"
+    questions = (YesNoQuestion(id=1, text="Is there a dog?", positive=True, depends_on=[]),
+                 YesNoQuestion(id=2, text="Are there two cats?", positive=True, depends_on=[]),
+                 YesNoQuestion(id=3, text="Is the dog left of the cat?", positive=True, depends_on=[]))
+    probes = (Probe(kind="exists", objects=("dog",)), Probe(kind="count", objects=("cat",), count=2),
+              Probe(kind="relation", objects=("dog", "cat"), relation="left of"))
+    request = QuestionsJudgeRequest(image=nowhere, prompt="a dog left of two cats", questions=questions, probes=probes, detections=found)
+    assert [a.answer for a in BuiltinBackend().ask(request).answer.answers] == ["yes", "no", "yes"]
+    match = BuiltinBackend().ask(MatchJudgeRequest(image=nowhere, prompt="p", asked=asked, detections=found)).answer
+    assert not match.matches and match.reason == "wrong counts"
+    rubric = BuiltinBackend().ask(RubricJudgeRequest(image=nowhere, prompt="p", asked=asked, detections=found)).answer
+    assert rubric.alignment.reason == "4 of 5 checks hold; unasked shapes"
+    critique = BuiltinBackend().ask(CritiqueRequest(image=nowhere, prompt="p", asked=asked, detections=found)).answer
+    assert [d.kind for d in critique.deviations] == ["count", "extra"] and critique.poorly_rendered == ["2 cat"]
+    assert critique.artifacts == ["the bird is faint or misshapen"]
+    assert critique_builtin(asked, [], ["one dog", "two cats"]).poorly_rendered == ["one dog", "two cats"]
+    with pytest.raises(ValueError, match="needs what the prompt asks"):
+        CritiqueRequest(image=nowhere, prompt="p").answer_builtin()
+
+
 # --- the shapes world's questions -------------------------------------------------------------
 
 
@@ -156,9 +211,10 @@ def test_no_answer_counts_as_wrong():
 
 def test_builtin_question_judge_agrees_with_the_detector(images):
     good, bad = images
-    questions, probes = shapes_questions(parse(PROMPT))
     for image, right in ((good, True), (bad, False)):
-        answers = BuiltinBackend().ask(QuestionsJudgeRequest(image=image, prompt=PROMPT, questions=questions, probes=probes)).answer
+        request = questions_request(image, PROMPT)
+        questions, probes = request.questions, request.probes
+        answers = BuiltinBackend().ask(request).answer
         fields = judgment_fields(parse(PROMPT), probes, questions, ccsr_outcomes(questions, {a.id: a.answer for a in answers.answers}), 0)
         assert fields["ipr_correct"] is right
 
@@ -176,7 +232,7 @@ def test_question_answers_must_cover_every_question_once(images):
 
 def test_builtin_critic_and_edit_writer_on_a_wrong_image(images):
     _, bad = images
-    critique = BuiltinBackend().ask(CritiqueRequest(image=bad, prompt=PROMPT)).answer
+    critique = BuiltinBackend().ask(critique_request(bad, PROMPT)).answer
     assert not critique.matches_prompt
     assert {d.kind for d in critique.deviations} == {"count", "relation"}
     assert "two blue squares" in critique.poorly_rendered
@@ -208,16 +264,16 @@ def test_critique_must_agree_with_itself(images):
 def test_rubrics_and_match_prefer_the_right_image(images):
     good, bad = images
     backend = BuiltinBackend()
-    rubric_good = backend.ask(RubricJudgeRequest(image=good, prompt=PROMPT)).answer
-    rubric_bad = backend.ask(RubricJudgeRequest(image=bad, prompt=PROMPT)).answer
+    rubric_good = backend.ask(rubric_request(good, PROMPT)).answer
+    rubric_bad = backend.ask(rubric_request(bad, PROMPT)).answer
     assert isinstance(rubric_good, Rubric) and rubric_good.alignment.score == 5 > rubric_bad.alignment.score
     assert all(0 <= s.score <= 5 and s.reason for s in (rubric_bad.aesthetics, rubric_bad.alignment, rubric_bad.preference))
-    pair = backend.ask(PairRubricJudgeRequest(first=bad, second=good, prompt=PROMPT)).answer
+    pair = backend.ask(pair_rubric_request(bad, good, PROMPT)).answer
     assert isinstance(pair, PairRubric) and pair.preferred == "second"
-    assert backend.ask(MatchJudgeRequest(image=good, prompt=PROMPT)).answer.matches
-    assert not backend.ask(MatchJudgeRequest(image=bad, prompt=PROMPT)).answer.matches
+    assert backend.ask(match_request(good, PROMPT)).answer.matches
+    assert not backend.ask(match_request(bad, PROMPT)).answer.matches
     with pytest.raises(ValueError, match="lower preference"):
-        PairRubricJudgeRequest(first=bad, second=good, prompt=PROMPT).check(pair.model_copy(update={"preferred": "first"}))
+        pair_rubric_request(bad, good, PROMPT).check(pair.model_copy(update={"preferred": "first"}))
 
 
 # --- prompt writer ----------------------------------------------------------------------------
@@ -225,7 +281,7 @@ def test_rubrics_and_match_prefer_the_right_image(images):
 
 def test_class_conditioned_prompts_show_the_class_and_never_a_heldout_pair():
     spec = plan_builtin("left and right")
-    answer = BuiltinBackend().ask(WritePromptsRequest(spec=spec, n=12, target_class="yellow triangle")).answer
+    answer = BuiltinBackend().ask(ShapesWritePromptsRequest(spec=spec, n=12, target_class="yellow triangle")).answer
     scenes = [parse(p.text) for p in answer.prompts]
     assert len(scenes) == 12 and all("yellow triangle" in {g.name for g in s.groups} for s in scenes)
     assert all(s.relation in ("left of", "right of") and not is_heldout(s) for s in scenes)
@@ -233,7 +289,7 @@ def test_class_conditioned_prompts_show_the_class_and_never_a_heldout_pair():
 
 def test_prompt_writer_rejects_what_the_world_cannot_train_on():
     spec = plan_builtin("left and right")
-    request = WritePromptsRequest(spec=spec, n=2, target_class="red circle")
+    request = ShapesWritePromptsRequest(spec=spec, n=2, target_class="red circle")
     bad = [("a red circle to the left of a purple hexagon", "unknown"), ("a red circle to the left of a blue square", "held-out"),
            ("a red circle to the left of a green square", "repeats")]
     for text, message in bad:
@@ -246,15 +302,14 @@ def test_prompt_writer_rejects_what_the_world_cannot_train_on():
 
 def test_heldout_mode_uses_heldout_pairs_only():
     spec = plan_builtin("above and below")
-    answer = BuiltinBackend().ask(HeldoutPromptsRequest(spec=spec, n=6)).answer
+    answer = BuiltinBackend().ask(ShapesHeldoutPromptsRequest(spec=spec, n=6)).answer
     assert len(answer.prompts) == 6 and all(is_heldout(parse(p.text)) for p in answer.prompts)
 
 
 def test_rewrites_keep_the_meaning():
     rewrites = equivalent_captions(parse("a red circle to the left of two blue squares"))
     assert rewrites[0] == "two blue squares to the right of a red circle"
-    request = RewriteRequest(prompt="a red circle to the left of two blue squares", n=1)
-    from atelier.agents.prompt_writer import Rewrites
+    request = ShapesRewriteRequest(prompt="a red circle to the left of two blue squares", n=1)
     with pytest.raises(ValueError, match="changes the meaning"):
         request.check(Rewrites(rewrites=["two blue squares to the left of a red circle"]))
 

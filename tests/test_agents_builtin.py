@@ -1,7 +1,8 @@
 import pytest
 
-from atelier.agents.planner import PlanError, plan_builtin
-from atelier.agents.prompt_writer import heldout_prompts, write_prompts_builtin
+from atelier.agents.planner import PlanError
+from atelier.worlds.shapes.plan import plan_builtin
+from atelier.worlds.shapes.prompts import heldout_prompts, write_prompts_builtin
 from atelier.worlds.shapes.heldout import heldout_captions, is_heldout
 from atelier.worlds.shapes.scene import parse
 

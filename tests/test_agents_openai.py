@@ -13,13 +13,16 @@ import pytest
 from PIL import Image
 
 from atelier.agents.backend import AgentResult
-from atelier.agents.judge import QuestionsJudgeRequest, YesNoAnswers, judge_batch
+from atelier.agents.judge import QuestionsJudgeRequest, YesNoAnswers
 from atelier.agents.openai_backend import AgentEndpointError, OpenAIBackend
-from atelier.agents.planner import plan_with_agent
-from atelier.agents.prompt_writer import write_prompts_with_agent
+from atelier.agents.planner import PlanError, plan_with_agent
+from atelier.worlds.shapes.judge import judge_rows
+from atelier.worlds.shapes.plan import ShapesPlanRequest, plan
+from atelier.worlds.shapes.prompts import write_prompts_with_agent
 from atelier.worlds.shapes.questions import shapes_questions
+from atelier.worlds.shapes.relabel import relabel_judgment
 from atelier.config import AgentConfig, ConfigError
-from atelier.ipr import ipr_rows
+from atelier.strategies.ipr import ipr_rows
 from atelier.worlds.shapes.render import render
 from atelier.worlds.shapes.scene import parse
 from openai_server import (OpenAIServer, Reply, correct, empty, http500, image_urls, invalid_json, schema_name,
@@ -178,7 +181,7 @@ def test_an_endpoint_that_refuses_the_model_is_a_config_error(image):
 # --- the judge in the loop --------------------------------------------------------------------
 
 
-def test_judge_batch_fills_the_loops_rows_and_records_failures(tmp_path):
+def test_judge_rows_fills_the_loops_rows_and_records_failures(tmp_path):
     prompts = [PROMPT, "a green triangle above a yellow square", "two red circles"]
     rows = []
     for i, prompt in enumerate(prompts):
@@ -191,15 +194,17 @@ def test_judge_batch_fills_the_loops_rows_and_records_failures(tmp_path):
         return schema_violation(body, n) if image_urls(body)[0] == failing else correct(body, n)
 
     with OpenAIServer(script) as server:
-        judged = judge_batch(agent(server, max_reasks=1), rows)
+        judged = judge_rows(agent(server, max_reasks=1), rows)
     assert len(judged) == 3 and [j["prompt_index"] for j in judged] == [0, 1, 2]
     ok, failed, counted = judged
     assert failed["judge_failed"] and failed["judge_raw"] == '{"verdict": "looks fine to me"}' and failed["judge_error"]
+    assert failed["failed"] and failed["failure"] == {"role": "judge", "error": failed["judge_error"], "raw": failed["judge_raw"]}
+    assert not ok["failed"] and ok["failure"] is None
     assert not failed["ipr_correct"] and failed["relation_ok"] is False and failed["detections"] == []
     assert not ok["judge_failed"] and ok["judge"]["ccsr_score"] is not None and ok["detections"] == []
     assert counted["count_ok"] and counted["relation_ok"] is None and counted["ipr_correct"]
     # IPR copes with judgments that have no detections: correct samples stay, wrong ones are dropped.
-    training = ipr_rows(judged, relabel_weight=0.5, correct_weight=1.0, do_relabel=True)
+    training = ipr_rows(judged, relabel_weight=0.5, correct_weight=1.0, do_relabel=True, relabel=relabel_judgment)
     assert {r["file"] for r in training} == {j["file"] for j in judged if j["ipr_correct"]}
 
 
@@ -209,8 +214,8 @@ def image_urls_of(path) -> str:
     return png_data_url(path)
 
 
-def test_judge_batch_keeps_the_builtin_path():
-    assert judge_batch("builtin", []) == [] and judge_batch(AgentConfig(), []) == []
+def test_judge_rows_keeps_the_builtin_path():
+    assert judge_rows("builtin", []) == [] and judge_rows(AgentConfig(), []) == []
 
 
 # --- two roles, two servers; the API key stays secret -----------------------------------------
@@ -223,7 +228,7 @@ def test_two_roles_reach_two_servers_with_the_key_from_the_environment(tmp_path,
     with OpenAIServer(sequence(invalid_json)) as planner_server, OpenAIServer(sequence(http500)) as writer_server:
         planner = agent(planner_server, api_key_env="ATELIER_TEST_KEY")
         writer = agent(writer_server, api_key_env="ATELIER_TEST_KEY", max_concurrency=4)
-        spec = plan_with_agent(planner, "get left and right right", tmp_path / "agents")
+        spec = plan("get left and right right", planner, tmp_path / "agents")
         batch = write_prompts_with_agent(writer, spec, 20, seed=1, record_dir=tmp_path / "round_001" / "agents")
     assert set(planner_server.schemas()) == {"TargetSpec"}
     assert set(writer_server.schemas()) == {"WrittenPrompts"} and len(writer_server.requests) == 3  # 16 + 4, one retried
@@ -252,8 +257,8 @@ def test_a_key_echoed_by_the_server_is_redacted(monkeypatch, image):
 
 def test_the_planner_plans_once_per_run(tmp_path):
     with OpenAIServer() as server:
-        first = plan_with_agent(agent(server), "get left and right right", tmp_path)
-        again = plan_with_agent(agent(server), "get left and right right", tmp_path)
+        first = plan("get left and right right", agent(server), tmp_path)
+        again = plan("get left and right right", agent(server), tmp_path)
     assert first == again and len(server.requests) == 1
     record = json.loads((tmp_path / "planner.json").read_text())
     assert record["ok"] and record["fallback"] is None and record["raw"]
@@ -261,8 +266,14 @@ def test_the_planner_plans_once_per_run(tmp_path):
 
 def test_a_planner_that_never_validates_falls_back_to_the_builtin_plan(tmp_path):
     with OpenAIServer(schema_violation) as server:
-        spec = plan_with_agent(agent(server, max_reasks=1), "get left and right right", tmp_path)
+        spec = plan("get left and right right", agent(server, max_reasks=1), tmp_path)
     record = json.loads((tmp_path / "planner.json").read_text())
     assert not record["ok"] and record["fallback"] == "builtin" and record["raw"] == '{"verdict": "looks fine to me"}'
     assert spec.metric == "relation_accuracy_cond" and len(server.requests) == 2
+
+
+def test_a_planner_without_a_fallback_says_it_has_no_plan(tmp_path):
+    with OpenAIServer(schema_violation) as server, pytest.raises(PlanError, match="no valid plan"):
+        plan_with_agent(agent(server, max_reasks=0), ShapesPlanRequest(goal="get left and right right"), tmp_path)
+    assert not (tmp_path / "planner.json").exists()
 

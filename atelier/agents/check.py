@@ -1,27 +1,36 @@
-"""`atelier agents check CONFIG`: call every configured role once, on shapes-world samples, and
-say how long it took and whether the answer validated."""
+"""`atelier agents check CONFIG`: call every configured role once, on a world's sample, and say
+how long it took and whether the answer validated.
+
+The world provides the sample (an image, its prompt, what the prompt asks, the detections and
+one request per role): see atelier.worlds.shapes.agents_check.check_sample.
+"""
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from atelier.agents.backend import AgentRequest
 from atelier.agents.backends import backend_for
-from atelier.agents.critic import CritiqueRequest, critique_builtin
-from atelier.agents.edit_writer import EditRequest
-from atelier.agents.judge import QuestionsJudgeRequest
-from atelier.agents.planner import PlanError, PlanRequest, TargetSpec, plan_builtin
-from atelier.agents.prompt_writer import WritePromptsRequest, classes_of
-from atelier.worlds.shapes.questions import shapes_questions
 from atelier.config import Config, ConfigError
-from atelier.worlds.shapes.render import render
-from atelier.worlds.shapes.scene import parse
+from atelier.worlds.judgment import Asked
 
-# A prompt and an image that gets its relation wrong: the critic and edit writer have work to do.
-SAMPLE_PROMPT = "a red circle to the left of a green square"
-SAMPLE_DRAWN = "a green square to the left of a red circle"
+
+@dataclass
+class CheckSample:
+    """What `agents check` sends: one request per role, about this image and prompt."""
+
+    image: Path
+    prompt: str
+    asked: Asked
+    detections: tuple[dict, ...]
+    requests: dict[str, AgentRequest] = field(default_factory=dict)  # role -> request
+
+
+# A world's sample: (a folder to write the image into, the config's goal) -> CheckSample.
+SampleMaker = Callable[[Path, str], CheckSample]
 
 
 @dataclass
@@ -34,29 +43,15 @@ class CheckLine:
     detail: str
 
 
-def sample_requests(goal: str, workdir: Path) -> dict[str, AgentRequest]:
-    image = Path(workdir) / "sample.png"
-    render(parse(SAMPLE_DRAWN), seed=0).save(image)
-    try:
-        spec = plan_builtin(goal)
-    except PlanError:
-        spec = TargetSpec(metric="object_accuracy")
-    questions, probes = shapes_questions(parse(SAMPLE_PROMPT))
-    return {
-        "planner": PlanRequest(goal=goal),
-        "prompt_writer": WritePromptsRequest(spec=spec, n=4, target_class=classes_of(spec)[0]),
-        "judge": QuestionsJudgeRequest(image=image, prompt=SAMPLE_PROMPT, questions=questions, probes=probes),
-        "critic": CritiqueRequest(image=image, prompt=SAMPLE_PROMPT),
-        "edit_writer": EditRequest(prompt=SAMPLE_PROMPT, critique=critique_builtin(image, SAMPLE_PROMPT), image=image),
-    }
-
-
-def check_agents(config: Config) -> list[CheckLine]:
+def check_agents(config: Config, sample: SampleMaker) -> list[CheckLine]:
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
-        requests = sample_requests(config.goal, Path(tmp))
+        requests = sample(Path(tmp), config.goal).requests
         for role, agent in config.agents.roles().items():
             endpoint = f"{agent.model} @ {agent.base_url}" if agent.backend == "openai" else "offline rules"
+            if role not in requests:
+                lines.append(CheckLine(role, agent.backend, endpoint, False, None, "the world has no sample request for this role"))
+                continue
             try:
                 result = backend_for(agent, role).ask(requests[role])
             except ConfigError as e:

@@ -2,25 +2,25 @@
 
 What the image gets wrong against the prompt (missing objects, wrong counts or attributes, wrong
 relation, things nobody asked for), which phrases of the prompt are drawn poorly, and artifacts.
-The builtin critic reads it off the exact detector's output; it is what the edit-instruction
+The builtin critic reads it off what the request carries: what the prompt asks
+(`atelier.worlds.judgment.Asked`), the words naming each asked object, and the world's detector
+output (filled by the world: atelier.worlds.shapes.critique). It is what the edit-instruction
 writer works from.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from atelier.agents.backend import ImagePromptRequest
-from atelier.worlds.shapes.detect import detect_all
-from atelier.worlds.shapes.metrics import judge_image
-from atelier.worlds.shapes.scene import parse
+from atelier.tools.detection import Detection
+from atelier.worlds.judgment import Asked, AskedObject, judge_detections
 
-# Below this detector confidence a shape is drawn badly enough to call it an artifact.
+# Below this detector confidence an object is drawn badly enough to call it an artifact.
 ARTIFACT_SCORE = 0.5
 _RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
 
@@ -46,25 +46,29 @@ class Critique(BaseModel):
     summary: str = Field(max_length=600, description="two sentences at most")
 
 
-def critique_builtin(image: Path, prompt: str) -> Critique:
-    scene = parse(prompt)
-    detections = detect_all(Image.open(image).convert("RGB"))
-    judgment = judge_image(scene, detections)
+def _default_phrase(o: AskedObject) -> str:
+    return f"a {o.name}" if o.count == 1 else f"{o.count} {o.name}"
+
+
+def critique_builtin(asked: Asked, detections: Sequence[Detection], phrases: Sequence[str] = ()) -> Critique:
+    """The critique of an image from its detections. `phrases`: the prompt's words for each asked
+    object, in order (e.g. 'two blue squares'); by default 'a <name>' / '<count> <name>'."""
+    phrases = list(phrases) or [_default_phrase(o) for o in asked.objects]
+    judgment = judge_detections(asked, detections, prompt="")
     deviations: list[Deviation] = []
-    for group, judged in zip(scene.groups, judgment.groups):
+    for o, phrase, judged in zip(asked.objects, phrases, judgment.groups):
         if judged.found == 0:
-            deviations.append(Deviation(kind="missing", phrase=group.phrase(), objects=[group.name],
-                                        detail=f"no {group.name} is drawn"))
+            deviations.append(Deviation(kind="missing", phrase=phrase, objects=[o.name], detail=f"no {o.name} is drawn"))
         elif judged.found != judged.expected:
-            deviations.append(Deviation(kind="count", phrase=group.phrase(), objects=[group.name],
+            deviations.append(Deviation(kind="count", phrase=phrase, objects=[o.name],
                                         detail=f"{judged.found} drawn where {judged.expected} were asked for"))
     if judgment.relation_ok is False and judgment.object_ok:
-        a, b = scene.groups
+        (a, b), words = asked.objects[:2], _RELATION_WORDS[asked.relation]
         deviations.append(Deviation(
-            kind="relation", phrase=f"{a.phrase()} {_RELATION_WORDS[scene.relation]} {b.phrase()}", objects=[a.name, b.name],
-            detail=f"the {a.name} is not {_RELATION_WORDS[scene.relation]} the {b.name}"))
-    asked = {g.name for g in scene.groups}
-    for label, n in sorted(Counter(d.label for d in detections if d.label not in asked).items()):
+            kind="relation", phrase=f"{phrases[0]} {words} {phrases[1]}", objects=[a.name, b.name],
+            detail=f"the {a.name} is not {words} the {b.name}"))
+    names = {o.name for o in asked.objects}
+    for label, n in sorted(Counter(d.label for d in detections if d.label not in names).items()):
         deviations.append(Deviation(kind="extra", phrase="", objects=[label], detail=f"{n} {label}{'s' if n > 1 else ''} not asked for"))
     artifacts = [f"the {d.label} is faint or misshapen" for d in detections if d.score < ARTIFACT_SCORE]
     summary = "The image shows what the prompt asks." if not deviations else "; ".join(d.detail for d in deviations[:3]) + "."
@@ -78,8 +82,14 @@ class CritiqueRequest(ImagePromptRequest):
     role = "critic"
     mode = "default"
     answer_schema = Critique
+    asked: Asked | None = Field(None, description="what the prompt asks, for the builtin critic")
+    phrases: tuple[str, ...] = Field(default=(), description="the prompt's words for each asked object, in order")
+    detections: tuple[dict, ...] = Field(default=(), description="the world's detector output (Detection.to_dict())")
+
     def answer_builtin(self) -> Critique:
-        return critique_builtin(self.image, self.prompt)
+        if self.asked is None:
+            raise ValueError("the builtin critic needs what the prompt asks (`asked`) and the detections, filled by the world")
+        return critique_builtin(self.asked, [Detection.from_dict(d) for d in self.detections], self.phrases)
 
     def check(self, answer: BaseModel) -> None:
         if answer.matches_prompt and answer.deviations:

@@ -5,32 +5,27 @@
              two side by side;
   match      a plain verdict: does the image show what the prompt asks?
 
-The builtin judge answers from the exact detector's output with the VISOR rules (counts,
-relation by box centres). In the loop, `judge_batch` fills the same row fields from either
-backend: the builtin keeps all detections so that relabelling and later reports can be redone
-from disk; a model judge answers the prompt's yes/no questions (no detections: IPR then keeps
-its correct samples and drops the wrong ones it cannot relabel). A model that gives no valid
-answer leaves a failed judgment (`judge_failed`, the error and the raw text) that counts as
-wrong, and the run goes on.
+The builtin judge answers from what the request carries: the world's detector output
+(`Detection.to_dict()` form) and what the prompt asks (`atelier.worlds.judgment.Asked`), with the
+VISOR rules (counts, relation by box centres). It never runs a detector itself: the world fills
+those fields before it asks (atelier.worlds.shapes.judge). A model judge answers from the image.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from statistics import mean
 from typing import Literal
 
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from atelier.agents.backend import AgentRequest, ImagePromptRequest
+from atelier.agents.backend import AgentRequest, AgentResult, ImagePromptRequest
 from atelier.agents.backends import backend_for
-from atelier.agents.questions import YesNoQuestion, ccsr_outcomes, ccsr_score, check_questions
-from atelier.worlds.shapes.questions import Probe, answer_probe, judgment_fields, shapes_questions
+from atelier.agents.questions import YesNoQuestion, check_questions
 from atelier.config import AgentConfig
-from atelier.worlds.shapes.detect import detect_all
-from atelier.worlds.shapes.metrics import judge_image
-from atelier.worlds.shapes.scene import parse
+from atelier.tools.detection import Detection
+from atelier.worlds.judgment import Asked, Probe, answer_probe, judge_detections
 
 # --- answer schemas ---------------------------------------------------------------------------
 
@@ -84,29 +79,52 @@ class MatchVerdict(BaseModel):
 # --- builtin rules ----------------------------------------------------------------------------
 
 
-def _probe_outcomes(image: Path, prompt: str):
-    scene = parse(prompt)
-    detections = detect_all(Image.open(image).convert("RGB"))
-    questions, probes = shapes_questions(scene)
-    outcome = ccsr_outcomes(questions, {q.id: answer_probe(p, detections) for q, p in zip(questions, probes)})
-    return questions, outcome, detections
+def detections_of(dicts: Sequence[dict]) -> list[Detection]:
+    return [Detection.from_dict(d) for d in dicts]
 
 
-def rubric_builtin(image: Path, prompt: str) -> Rubric:
-    """Alignment: share of the prompt's questions satisfied (less one for unasked shapes);
-    aesthetics: mean detector confidence, a stand-in for how cleanly the shapes are drawn."""
-    questions, outcome, detections = _probe_outcomes(image, prompt)
-    positive = [q for q in questions if q.positive]
-    met = sum(outcome[q.id] == "yes" for q in positive)
-    extra = any(outcome[q.id] == "yes" for q in questions if not q.positive)
-    alignment = max(0, round(5 * met / len(positive)) - extra)
+def _needs(asked: Asked | None, role_mode: str) -> Asked:
+    if asked is None:
+        raise ValueError(f"the builtin {role_mode} judge needs what the prompt asks (`asked`) and the detections, "
+                         "filled by the world")
+    return asked
+
+
+def _checks(asked: Asked, detections: Sequence[Detection]) -> tuple[int, int, bool]:
+    """(positive checks met, positive checks, anything unasked drawn) of the prompt's objects,
+    counts and relation: per object 'is it there' and, if so, 'in the asked number'; 'does the
+    relation hold' once every object is there; 'is there anything else' (a flaw)."""
+    names = tuple(o.name for o in asked.objects)
+    present = [answer_probe(Probe(kind="exists", objects=(o.name,)), detections) == "yes" for o in asked.objects]
+    exact = [p and answer_probe(Probe(kind="count", objects=(o.name,), count=o.count), detections) == "yes"
+             for p, o in zip(present, asked.objects)]
+    met, total = sum(present) + sum(exact), 2 * len(names)
+    if asked.relation is not None:
+        total += 1
+        met += all(present) and answer_probe(Probe(kind="relation", objects=names[:2], relation=asked.relation), detections) == "yes"
+    extra = answer_probe(Probe(kind="only_named", objects=names), detections) == "yes"
+    return int(met), total, extra
+
+
+def rubric_builtin(asked: Asked, detections: Sequence[Detection]) -> Rubric:
+    """Alignment: share of the prompt's checks satisfied (less one for unasked objects);
+    aesthetics: mean detector confidence, a stand-in for how cleanly the objects are drawn."""
+    met, total, extra = _checks(asked, detections)
+    alignment = max(0, round(5 * (met / total if total else 1)) - extra)
     aesthetics = round(5 * mean(d.score for d in detections)) if detections else 0
     preference = round((2 * alignment + aesthetics) / 3)
     return Rubric(
         aesthetics=RubricScore(score=aesthetics, reason=f"mean detector confidence over {len(detections)} shapes"),
-        alignment=RubricScore(score=alignment, reason=f"{met} of {len(positive)} checks hold" + ("; unasked shapes" if extra else "")),
+        alignment=RubricScore(score=alignment, reason=f"{met} of {total} checks hold" + ("; unasked shapes" if extra else "")),
         preference=RubricScore(score=preference, reason="alignment counted twice, aesthetics once"),
     )
+
+
+def match_builtin(asked: Asked, detections: Sequence[Detection], prompt: str) -> MatchVerdict:
+    j = judge_detections(asked, detections, prompt)
+    ok = j.ipr_correct and j.object_ok
+    wrong = [w for w, bad in (("objects", not j.object_ok), ("counts", not j.count_ok), ("relation", j.relation_ok is False)) if bad]
+    return MatchVerdict(matches=ok, reason="objects, counts and relation as asked" if ok else "wrong " + ", ".join(wrong))
 
 
 def _rank(rubric: Rubric) -> tuple[int, int, int]:
@@ -126,12 +144,13 @@ class QuestionsJudgeRequest(ImagePromptRequest):
     probes: tuple[Probe | None, ...] = Field(
         default=(), description="machine-checkable forms of the questions for the builtin judge; None where only a model can answer"
     )
+    detections: tuple[dict, ...] = Field(default=(), description="the world's detector output (Detection.to_dict()), for the builtin judge")
 
     def template_values(self) -> dict[str, str]:
         return {"prompt": self.prompt, "questions": "\n".join(f"{q.id}. {q.text}" for q in self.questions)}
 
     def answer_builtin(self) -> YesNoAnswers:
-        detections = detect_all(Image.open(self.image).convert("RGB"))
+        detections = detections_of(self.detections)
         return YesNoAnswers(answers=[YesNo(id=q.id, answer=answer_probe(p, detections))
                                      for q, p in zip(self.questions, self.probes) if p is not None])
 
@@ -153,8 +172,11 @@ class RubricJudgeRequest(ImagePromptRequest):
     role = "judge"
     mode = "rubric"
     answer_schema = Rubric
+    asked: Asked | None = Field(None, description="what the prompt asks, for the builtin judge")
+    detections: tuple[dict, ...] = Field(default=(), description="the world's detector output, for the builtin judge")
+
     def answer_builtin(self) -> Rubric:
-        return rubric_builtin(self.image, self.prompt)
+        return rubric_builtin(_needs(self.asked, "rubric"), detections_of(self.detections))
 
 
 class PairRubricJudgeRequest(AgentRequest):
@@ -166,6 +188,9 @@ class PairRubricJudgeRequest(AgentRequest):
     first: Path = Field(description="the first image")
     second: Path = Field(description="the second image")
     prompt: str = Field(description="the prompt both images were made from")
+    asked: Asked | None = Field(None, description="what the prompt asks, for the builtin judge")
+    first_detections: tuple[dict, ...] = Field(default=(), description="detector output on the first image")
+    second_detections: tuple[dict, ...] = Field(default=(), description="detector output on the second image")
 
     def template_values(self) -> dict[str, str]:
         return {"prompt": self.prompt}
@@ -174,7 +199,9 @@ class PairRubricJudgeRequest(AgentRequest):
         return [self.first, self.second]
 
     def answer_builtin(self) -> PairRubric:
-        a, b = rubric_builtin(self.first, self.prompt), rubric_builtin(self.second, self.prompt)
+        asked = _needs(self.asked, "rubric_pair")
+        a = rubric_builtin(asked, detections_of(self.first_detections))
+        b = rubric_builtin(asked, detections_of(self.second_detections))
         preferred = "tie" if _rank(a) == _rank(b) else ("first" if _rank(a) > _rank(b) else "second")
         return PairRubric(first=a, second=b, preferred=preferred, reason="higher preference, then alignment, then aesthetics")
 
@@ -190,56 +217,17 @@ class MatchJudgeRequest(ImagePromptRequest):
     role = "judge"
     mode = "match"
     answer_schema = MatchVerdict
+    asked: Asked | None = Field(None, description="what the prompt asks, for the builtin judge")
+    detections: tuple[dict, ...] = Field(default=(), description="the world's detector output, for the builtin judge")
+
     def answer_builtin(self) -> MatchVerdict:
-        j = judge_image(parse(self.prompt), detect_all(Image.open(self.image).convert("RGB")))
-        ok = j.ipr_correct and j.object_ok
-        wrong = [w for w, bad in (("objects", not j.object_ok), ("counts", not j.count_ok), ("relation", j.relation_ok is False)) if bad]
-        return MatchVerdict(matches=ok, reason="objects, counts and relation as asked" if ok else "wrong " + ", ".join(wrong))
+        return match_builtin(_needs(self.asked, "match"), detections_of(self.detections), self.prompt)
 
 
 # --- the role in the loop ---------------------------------------------------------------------
 
 
-def judge_builtin(rows: list[dict]) -> list[dict]:
-    """rows: {file, prompt, ...} -> the same rows with detections and the judgment added."""
-    out = []
-    for row in rows:
-        detections = detect_all(Image.open(row["file"]).convert("RGB"))
-        judgment = judge_image(parse(row["prompt"]), detections, row.get("prompt_index", 0))
-        out.append({**row, **judgment.model_dump(), "detections": [d.to_dict() for d in detections]})
-    return out
-
-
-def judge_with_agent(config: AgentConfig, rows: list[dict]) -> list[dict]:
-    """The configured judge answers each row's yes/no questions (all rows at once, as the
-    endpoint's concurrency bound allows); the answers become the loop's judgment fields."""
-    requests = []
-    for row in rows:
-        questions, probes = shapes_questions(parse(row["prompt"]))
-        requests.append(QuestionsJudgeRequest(image=row["file"], prompt=row["prompt"], questions=questions, probes=probes))
-    results = backend_for(config, "judge").ask_many(requests)
-    out = []
-    for row, request, result in zip(rows, requests, results):
-        outcome = ccsr_outcomes(request.questions, {a.id: a.answer for a in result.answer.answers}) if result.ok else None
-        fields = judgment_fields(parse(row["prompt"]), request.probes, request.questions, outcome, row.get("prompt_index", 0))
-        judge = {
-            "backend": config.backend, "model": config.model, "mode": "questions",
-            "questions": [{**q.model_dump(), "outcome": (outcome or {}).get(q.id)} for q in request.questions],
-            "ccsr_score": ccsr_score(request.questions, outcome) if outcome is not None else None,
-            "attempts": result.attempts, "retries": result.retries, "latency_s": round(result.latency_s, 4),
-        }
-        failure = {} if result.ok else {"judge_error": result.error, "judge_raw": result.raw}
-        out.append({**row, **fields, "detections": [], "judge": judge, "judge_failed": not result.ok, **failure})
-    return out
-
-
-def judge_batch(agent: AgentConfig | str, rows: list[dict]) -> list[dict]:
-    """Judge the rows with the configured judge (a backend name alone means that backend with
-    default settings: enough for 'builtin')."""
-    config = agent if isinstance(agent, AgentConfig) else AgentConfig(backend=agent)
-    match config.backend:
-        case "builtin":
-            return judge_builtin(rows)
-        case "openai":
-            return judge_with_agent(config, rows)
-    raise ValueError(f"unknown judge backend {config.backend!r}")
+def ask_judge(config: AgentConfig, requests: Sequence[AgentRequest]) -> list[AgentResult]:
+    """The configured judge's results for the requests, in order (all at once, as the
+    endpoint's concurrency bound allows); a failed answer is a failed result, never an error."""
+    return backend_for(config, "judge").ask_many(list(requests))
