@@ -43,6 +43,87 @@ def test_articles(name, article):
     assert indefinite_article(name) == article
 
 
+# name -> (one, two or three): COCO's 80 classes, common LVIS names, pluralia tantum, irregular
+# plurals and articles by sound. IPR's relabelled prompts are training text: every line is English.
+CAPTIONS = {
+    # COCO's 80 classes
+    "person": ("a person", "three people"), "bicycle": ("a bicycle", "two bicycles"), "car": ("a car", "two cars"),
+    "motorcycle": ("a motorcycle", "two motorcycles"), "airplane": ("an airplane", "two airplanes"), "bus": ("a bus", "two buses"),
+    "train": ("a train", "two trains"), "truck": ("a truck", "two trucks"), "boat": ("a boat", "two boats"),
+    "traffic light": ("a traffic light", "two traffic lights"), "fire hydrant": ("a fire hydrant", "two fire hydrants"),
+    "stop sign": ("a stop sign", "two stop signs"), "parking meter": ("a parking meter", "two parking meters"),
+    "bench": ("a bench", "two benches"), "bird": ("a bird", "two birds"), "cat": ("a cat", "two cats"), "dog": ("a dog", "two dogs"),
+    "horse": ("a horse", "two horses"), "sheep": ("a sheep", "three sheep"), "cow": ("a cow", "two cows"),
+    "elephant": ("an elephant", "two elephants"), "bear": ("a bear", "two bears"), "zebra": ("a zebra", "two zebras"),
+    "giraffe": ("a giraffe", "two giraffes"), "backpack": ("a backpack", "two backpacks"), "umbrella": ("an umbrella", "two umbrellas"),
+    "handbag": ("a handbag", "two handbags"), "tie": ("a tie", "two ties"), "suitcase": ("a suitcase", "two suitcases"),
+    "frisbee": ("a frisbee", "two frisbees"), "skis": ("a pair of skis", "two pairs of skis"),
+    "snowboard": ("a snowboard", "two snowboards"), "sports ball": ("a sports ball", "two sports balls"), "kite": ("a kite", "two kites"),
+    "baseball bat": ("a baseball bat", "two baseball bats"), "baseball glove": ("a baseball glove", "two baseball gloves"),
+    "skateboard": ("a skateboard", "two skateboards"), "surfboard": ("a surfboard", "two surfboards"),
+    "tennis racket": ("a tennis racket", "two tennis rackets"), "bottle": ("a bottle", "two bottles"),
+    "wine glass": ("a wine glass", "two wine glasses"), "cup": ("a cup", "two cups"), "fork": ("a fork", "two forks"),
+    "knife": ("a knife", "two knives"), "spoon": ("a spoon", "two spoons"), "bowl": ("a bowl", "two bowls"),
+    "banana": ("a banana", "two bananas"), "apple": ("an apple", "two apples"), "sandwich": ("a sandwich", "two sandwiches"),
+    "orange": ("an orange", "two oranges"), "broccoli": ("a broccoli", "two broccolis"), "carrot": ("a carrot", "two carrots"),
+    "hot dog": ("a hot dog", "two hot dogs"), "pizza": ("a pizza", "two pizzas"), "donut": ("a donut", "two donuts"),
+    "cake": ("a cake", "two cakes"), "chair": ("a chair", "two chairs"), "couch": ("a couch", "two couches"),
+    "potted plant": ("a potted plant", "two potted plants"), "bed": ("a bed", "two beds"), "dining table": ("a dining table", "two dining tables"),
+    "toilet": ("a toilet", "two toilets"), "tv": ("a tv", "two tvs"), "laptop": ("a laptop", "two laptops"), "mouse": ("a mouse", "three mice"),
+    "remote": ("a remote", "two remotes"), "keyboard": ("a keyboard", "two keyboards"), "cell phone": ("a cell phone", "two cell phones"),
+    "microwave": ("a microwave", "two microwaves"), "oven": ("an oven", "two ovens"), "toaster": ("a toaster", "two toasters"),
+    "sink": ("a sink", "two sinks"), "refrigerator": ("a refrigerator", "two refrigerators"), "book": ("a book", "two books"),
+    "clock": ("a clock", "two clocks"), "vase": ("a vase", "two vases"), "scissors": ("a pair of scissors", "two pairs of scissors"),
+    "teddy bear": ("a teddy bear", "two teddy bears"), "hair drier": ("a hair drier", "two hair driers"),
+    "toothbrush": ("a toothbrush", "two toothbrushes"),
+    # pluralia tantum and things that come in pairs
+    "sunglasses": ("a pair of sunglasses", "two pairs of sunglasses"), "headphones": ("a pair of headphones", "three pairs of headphones"),
+    "jeans": ("a pair of jeans", "two pairs of jeans"), "pants": ("a pair of pants", "two pairs of pants"),
+    "glasses": ("a pair of glasses", "two pairs of glasses"), "goggles": ("a pair of goggles", "two pairs of goggles"),
+    "binoculars": ("a pair of binoculars", "two pairs of binoculars"), "shorts": ("a pair of shorts", "two pairs of shorts"),
+    "trousers": ("a pair of trousers", "two pairs of trousers"), "tongs": ("a pair of tongs", "two pairs of tongs"),
+    "pliers": ("a pair of pliers", "two pairs of pliers"), "gloves": ("a pair of gloves", "two pairs of gloves"),
+    "socks": ("a pair of socks", "two pairs of socks"), "chopsticks": ("a pair of chopsticks", "two pairs of chopsticks"),
+    "ski boots": ("a pair of ski boots", "two pairs of ski boots"),
+    # irregular plurals
+    "snowman": ("a snowman", "two snowmen"), "policeman": ("a policeman", "two policemen"), "fireman": ("a fireman", "two firemen"),
+    "man": ("a man", "two men"), "woman": ("a woman", "three women"), "child": ("a child", "two children"), "goose": ("a goose", "two geese"),
+    "glass": ("a glass", "two glasses"), "deer": ("a deer", "two deer"), "fish": ("a fish", "two fish"), "moose": ("a moose", "two moose"),
+    "wolf": ("a wolf", "two wolves"), "leaf": ("a leaf", "two leaves"), "shelf": ("a shelf", "two shelves"), "thief": ("a thief", "two thieves"),
+    "box": ("a box", "two boxes"), "fox": ("a fox", "two foxes"), "ox": ("an ox", "two oxen"), "tooth": ("a tooth", "two teeth"),
+    "butterfly": ("a butterfly", "two butterflies"), "toy": ("a toy", "two toys"), "tomato": ("a tomato", "two tomatoes"),
+    "potato": ("a potato", "two potatoes"), "photo": ("a photo", "two photos"), "piano": ("a piano", "two pianos"),
+    "cactus": ("a cactus", "two cacti"), "aircraft": ("an aircraft", "two aircraft"), "waltz": ("a waltz", "two waltzes"),
+    "ski": ("a ski", "two skis"), "ski pole": ("a ski pole", "two ski poles"), "human": ("a human", "two humans"),
+    # articles by sound
+    "ukulele": ("a ukulele", "two ukuleles"), "urinal": ("a urinal", "two urinals"), "unicorn": ("a unicorn", "two unicorns"),
+    "uniform": ("a uniform", "two uniforms"), "unicycle": ("a unicycle", "two unicycles"), "utensil": ("a utensil", "two utensils"),
+    "hour": ("an hour", "two hours"), "hourglass": ("an hourglass", "two hourglasses"), "heir": ("an heir", "two heirs"),
+    "one-way sign": ("a one-way sign", "two one-way signs"), "ewe": ("a ewe", "two ewes"), "euro": ("a euro", "two euros"),
+    "eucalyptus": ("a eucalyptus", "two eucalyptuses"), "horse cart": ("a horse cart", "two horse carts"), "hot-air balloon":
+    ("a hot-air balloon", "two hot-air balloons"), "owl": ("an owl", "two owls"), "ostrich": ("an ostrich", "two ostriches"),
+    "onion": ("an onion", "two onions"), "umpire": ("an umpire", "two umpires"), "urn": ("an urn", "two urns"), "usher": ("an usher", "two ushers"),
+    "MRI": ("an MRI", "two MRIs"), "mri scanner": ("an mri scanner", "two mri scanners"),
+    "UFO": ("a UFO", "two UFOs"), "atm": ("an atm", "two atms"), "suv": ("an suv", "two suvs"), "x-ray": ("an x-ray", "two x-rays"),
+    "hdmi cable": ("an hdmi cable", "two hdmi cables"), "8-ball": ("an 8-ball", "two 8-balls"), "yo-yo": ("a yo-yo", "two yo-yos"),
+}
+
+
+@pytest.mark.parametrize("name", CAPTIONS)
+def test_count_phrases_are_english(name):
+    one, more = CAPTIONS[name]
+    count = 3 if more.startswith("three") else 2
+    assert count_phrase(name, 1) == one and count_phrase(name, count) == more
+
+
+def test_pairs_and_irregulars_in_captions_and_relations():
+    assert describe_objects([("scissors", 2), ("skis", 1)]) == "two pairs of scissors and a pair of skis"
+    assert describe_relation(("policeman", 2), "left of", ("snowman", 3)) == "two policemen to the left of three snowmen"
+    assert describe_relation(("ukulele", 1), "above", ("urinal", 1)) == "a ukulele above a urinal"
+    assert plural("scissors") == "scissors" and plural("sunglasses") == "sunglasses" and plural("snowman") == "snowmen"
+    assert indefinite_article("ukulele") == "a" and indefinite_article("hour") == "an" and indefinite_article("scissors") == "a"
+
+
 def test_wrong_count_describes_what_was_found():
     dets = [det("dog", 10, 10), det("dog", 40, 10), det("cat", 70, 10)]
     assert relabel_objects([("dog", 1), ("cat", 1)], "left of", dets) == "two dogs and a cat"
