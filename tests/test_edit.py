@@ -1,6 +1,8 @@
 """The editor on real diffusers img2img pipelines (ControlNet img2img and SDEdit), loaded with
 the real `from_pretrained` code from tiny models (tests/tiny_models.py)."""
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -80,3 +82,32 @@ def test_sdxl_sdedit(tiny_sdxl):
 def test_strength_out_of_range_is_a_clear_error(sdedit_editor):
     with pytest.raises(ValueError, match="strength 0.0"):
         edit(sdedit_editor, scene(), PROMPT, INSTRUCTIONS, seed=0, strength=0.0)
+
+
+@pytest.mark.parametrize("method", ["controlnet", "sdedit"])
+@pytest.mark.parametrize("strength, steps, fix", [(0.05, 10, "strength >= 0.1 or steps >= 20"),
+                                                  (0.03, 25, "strength >= 0.04 or steps >= 34"),
+                                                  (0.5, 1, "strength >= 1 or steps >= 2")])
+def test_an_edit_too_weak_for_one_step_is_refused_before_sampling(request, method, strength, steps, fix):
+    # diffusers runs int(steps * strength) denoising steps; 0 ends in the VAE's "cannot reshape
+    # tensor of 0 elements". The error names strength, steps and what would work.
+    editor = request.getfixturevalue(f"{method}_editor")
+    with pytest.raises(ValueError, match=rf"^strength {strength} with {steps} steps .*0 denoising steps.*{re.escape(fix)}") as e:
+        edit(editor, scene(), PROMPT, INSTRUCTIONS, seed=0, strength=strength, steps=steps)
+    assert "\n" not in str(e.value)
+
+
+def test_the_weakest_edit_named_works(sdedit_editor, tiny_sdxl):
+    assert edit(sdedit_editor, scene(), PROMPT, INSTRUCTIONS, seed=0, strength=0.1, steps=10).steps == 10
+    with pytest.raises(ValueError, match="strength 0.05 with 10 steps"):
+        edit(load_editor(str(tiny_sdxl)), scene(), PROMPT, INSTRUCTIONS, seed=0, strength=0.05, steps=10)
+    with pytest.raises(ValueError, match="steps 0: expected at least 1"):
+        edit(sdedit_editor, scene(), PROMPT, INSTRUCTIONS, seed=0, strength=0.5, steps=0)
+
+
+@pytest.mark.parametrize("steps", [3, 7, 10, 12, 25, 29, 49, 50, 98])
+def test_the_named_minimum_is_exact(steps):
+    from atelier.tools.edit import weakest_strength
+
+    weakest = weakest_strength(steps)
+    assert int(steps * weakest) >= 1 and int(steps * (weakest - 0.001)) < 1

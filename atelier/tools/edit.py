@@ -13,6 +13,7 @@ alone, so the same (image, prompt, instructions, seed, settings) gives the same 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,34 @@ def edit_prompt(prompt: str, instructions: list[str]) -> str:
     return ". ".join(sentences) + "."
 
 
+def weakest_strength(steps: int) -> float:
+    """The smallest strength, to three decimals, at which `steps` denoise at least once."""
+    weakest = math.ceil(1000 / steps) / 1000
+    while int(steps * weakest) < 1:  # the pipelines' own float arithmetic decides
+        weakest = round(weakest + 0.001, 3)
+    return min(weakest, 1.0)
+
+
+def check_strength(strength: float, steps: int) -> None:
+    """Refuse settings under which img2img would not denoise at all, before any sampling.
+
+    diffusers' img2img pipelines (SD, SDXL, ControlNet) run int(steps * strength) denoising
+    steps from the noised original; at 0 they hand an empty latent batch to the VAE, which fails
+    with "cannot reshape tensor of 0 elements"."""
+    if steps < 1:
+        raise ValueError(f"steps {steps}: expected at least 1")
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength {strength}: expected a value in (0, 1]")
+    if int(steps * strength) < 1:
+        needed = math.ceil(1 / strength)
+        while int(needed * strength) < 1:
+            needed += 1
+        raise ValueError(
+            f"strength {strength} with {steps} steps leaves int({steps} x {strength}) = 0 denoising steps, "
+            f"an edit that cannot run; use strength >= {weakest_strength(steps):g} or steps >= {needed}"
+        )
+
+
 def load_editor(
     model: str | Path,
     controlnet: str | Path | None = None,
@@ -96,9 +125,9 @@ def edit(
     guidance_scale: float = DEFAULT_GUIDANCE,
     controlnet_scale: float = 1.0,
 ) -> EditResult:
-    """`image` edited by `instructions`, at the original image's size."""
-    if not 0.0 < strength <= 1.0:
-        raise ValueError(f"strength {strength}: expected a value in (0, 1]")
+    """`image` edited by `instructions`, at the original image's size. The pipeline denoises
+    int(steps * strength) steps; settings that give none are refused (`check_strength`)."""
+    check_strength(strength, steps)
     text = edit_prompt(prompt, instructions)
     method = edit_method(editor)
     image = image.convert("RGB")
