@@ -118,6 +118,109 @@ def right_answer(body: dict) -> str:
     return json.dumps(ANSWERS[schema_name(body)](body))
 
 
+# --- right answers of the open_vocab world (atelier/prompts/*_open_vocab.txt) ------------------
+# Pure functions of the request, so that a killed and resumed run is told what an uninterrupted
+# one was. The judge answers "Is there ...?" with yes and every other question from the image.
+
+
+def system_text(body: dict) -> str:
+    return next((m["content"] for m in body["messages"] if m["role"] == "system" and isinstance(m["content"], str)), "")
+
+
+def _line(text: str, label: str) -> str:
+    """What follows '- <label>: ' on its line."""
+    return re.search(rf"^- {re.escape(label)}: (.+)$", text, flags=re.M).group(1).strip()
+
+
+def _a(name: str) -> str:
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
+OPEN_VOCAB_CLASSES = ("dog", "cat", "horse", "elephant", "giraffe")
+
+
+def _open_vocab_plan(body: dict) -> dict:
+    system, user = system_text(body), user_text(body)
+    goal = re.search(r'^"(.+)"$', user, flags=re.M).group(1).lower()
+    configured = _line(system, "object classes")
+    classes = ([c for c in OPEN_VOCAB_CLASSES if re.search(rf"\b{c}s?\b", goal)]
+               if configured.startswith("none configured") else configured.split(", "))
+    relations = _line(system, "relations it can check (between two objects, by box centres)")
+    relations = [] if relations.startswith("from the goal") else relations.split(", ")
+    if not relations and re.search(r"\bleft\b|\bright of\b", goal):
+        relations = ["left of", "right of"]
+    questions: list[dict] = []
+    for name in classes:
+        first = len(questions) + 1
+        questions.append({"id": first, "text": f"Is there {_a(name)}?", "positive": True, "depends_on": []})
+        if not relations:
+            questions += [
+                {"id": first + 1, "text": f"Does the {name} look like a real photograph?", "positive": True,
+                 "depends_on": [first]},
+                {"id": first + 2, "text": f"Is the {name} deformed or missing parts?", "positive": False,
+                 "depends_on": [first]},
+            ]
+    return {"objects": classes, "attributes": [] if relations else ["realism"], "relations": relations, "counts": [],
+            "colours": [], "shapes": [], "style": [], "questions": questions,
+            "metric": "relation_accuracy_cond" if relations else "question_score",
+            "rationale": "the goal names placement" if relations else "the goal asks how the animals look"}
+
+
+def _open_vocab_prompts(body: dict) -> dict:
+    """`n` prompts that show the target class, in the relations to practise (or none), in the
+    settings that may be used, never pairing a held-out pair of classes."""
+    system, user = system_text(body), user_text(body)
+    n = int(re.search(r"Write exactly (\d+) different", user).group(1))
+    target = re.search(r"must show at least one (.+?) \(this is", user).group(1)
+    classes = _line(user, "object classes").split(", ")
+    named = re.search(r"^- relations to practise: (.+?) \(when", user, flags=re.M).group(1)
+    relations = [] if named.startswith("none") else named.split(", ")
+    settings = _line(user, "settings that may be used (or none)")
+    settings = [None] + ([] if settings == "any" else settings.split(", "))
+    held = _line(system, "these pairs of classes together in one prompt")
+    held_pairs = [] if held == "none" else [set(p.split(" + ")) for p in held.split("; ")]
+    texts: list[tuple[str, list[str], str | None]] = []
+    for setting in settings:
+        where = f" {setting}" if setting else ""
+        if relations:
+            for other in (c for c in classes if c != target and {c, target} not in held_pairs):
+                for relation in relations:
+                    texts += [(f"{_a(target)} {_PHRASE[relation]} {_a(other)}{where}", [target, other], relation),
+                              (f"{_a(other)} {_PHRASE[relation]} {_a(target)}{where}", [other, target], relation)]
+        else:
+            texts += [(f"{template} {_a(target)}{where}", [target], None)
+                      for template in ("a photo of", "a realistic photo of", "a close-up photo of")]
+    return {"prompts": [{"text": text, "target_class": target, "relation": relation, "attributes": [],
+                         "objects": [{"name": name, "count": 1} for name in names]}
+                        for text, names, relation in texts[:n]]}
+
+
+def open_vocab_yes_no(question: str, image_url: str) -> str:
+    if question.startswith("Is there"):
+        return "yes"
+    return "yes" if zlib.crc32((question + image_url).encode()) % 2 else "no"
+
+
+def _open_vocab_answers(body: dict) -> dict:
+    image = (image_urls(body) or [""])[0]
+    questions = re.findall(r"^(\d+)\. (.+)$", user_text(body), flags=re.M)
+    return {"answers": [{"id": int(i), "answer": open_vocab_yes_no(q, image)} for i, q in questions]}
+
+
+OPEN_VOCAB_ANSWERS: dict[str, Callable[[dict], dict]] = {
+    "TargetSpec": _open_vocab_plan,
+    "WrittenPrompts": _open_vocab_prompts,
+    "YesNoAnswers": _open_vocab_answers,
+}
+
+
+def open_vocab(body: dict, n: int) -> Reply:
+    """A right answer for the open_vocab world (the planner, the prompt writer, the yes/no judge);
+    other schemas as `correct` answers them."""
+    answer = OPEN_VOCAB_ANSWERS.get(schema_name(body))
+    return Reply(content=json.dumps(answer(body))) if answer else correct(body, n)
+
+
 # --- behaviours -------------------------------------------------------------------------------
 
 
