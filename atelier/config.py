@@ -388,9 +388,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def _one_line(err: ValidationError) -> str:
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
+    where = ".".join(str(p) for p in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix says nothing to a user
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+    return f"{where}: {message}{more}" if where else f"{message}{more}"
 
 
 def parse_config(data: dict) -> Config:

@@ -159,3 +159,10 @@ def test_every_example_config_is_valid_and_takes_local_models(tmp_path, name, st
     if world == "open_vocab":
         local = _open_vocab(tmp_path)[2:]  # model, detector.model and clip.model as local folders
         assert load_config(path, local).model == str(tmp_path / "sd")
+
+
+def test_a_config_error_has_no_pydantic_prefix(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(EXAMPLE, ["vocabulary.classes=[dog]"])
+    assert str(e.value).startswith("vocabulary: the shapes world") or str(e.value).startswith("the shapes world")
+    assert "Value error" not in str(e.value)

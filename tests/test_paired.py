@@ -163,3 +163,9 @@ def test_decide_pairs_the_candidate_with_the_best_so_far(tmp_path):
     assert _paired_gain(ctx, state, 2) == paired_difference(round2, round1, "relation_accuracy_cond")
     # No judgments for the candidate (an evaluation by another judge, say): the Wilson rule decides.
     assert _paired_gain(ctx, state, 3) is None
+
+
+def test_a_rollback_reason_reads_right_for_a_loss():
+    best = base = _metrics(0.70)
+    *_, reason = promotion(_metrics(0.60), best, base, "relation_accuracy_cond", 0.0, {}, paired=(-0.1, 0.02))
+    assert reason == "relation_accuracy_cond 0.700 -> 0.600: gain -0.100 not above 0.0 x paired noise 0.020"

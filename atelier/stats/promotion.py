@@ -36,4 +36,4 @@ def promotion(candidate: dict, best: dict, base: dict, metric: str, sigmas: floa
             return False, gain, noise, f"{name} fell {was - have:.3f} below the base (limit {limit})"
     if gain > sigmas * noise:
         return True, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} > {sigmas} x {kind} {noise:.3f}"
-    return False, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} within {sigmas} x {kind} {noise:.3f}"
+    return False, gain, noise, f"{metric} {b:.3f} -> {c:.3f}: gain {gain:+.3f} not above {sigmas} x {kind} {noise:.3f}"
