@@ -283,12 +283,18 @@ class DetectorConfig(_Strict):
     score_threshold: float | None = Field(
         None, ge=0, le=1, description="keep boxes scoring above this; null = 0.1 for OWLv2 (VISOR), 0.35 for Grounding DINO"
     )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="detector weights: 'auto' = bfloat16 on a CUDA device that has it (half the memory), float32 on a CPU"
+    )
 
 
 class ClipConfig(_Strict):
     model: str | None = Field(
         "openai/clip-vit-large-patch14", description="CLIP hub id or local folder for the CLIP score (torchmetrics' "
         "default model); null = no CLIP score",
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="CLIP weights: 'auto' = bfloat16 on a CUDA device that has it, float32 on a CPU"
     )
 
 

@@ -21,6 +21,7 @@ from atelier.tools.diffusers_generator import load_diffusers_pipeline
 from atelier.tools.generate import generation_options
 from atelier.tools.open_vocab_detector import OpenVocabDetector, OpenVocabDetectorConfig
 from atelier.worlds.generator import LoadedGenerator
+from atelier.tools.dtype import resolve_dtype
 
 
 class OpenVocabModels:
@@ -47,14 +48,17 @@ class OpenVocabModels:
         if self._detector is None:
             d = self.cfg.detector
             self._detector = OpenVocabDetector(OpenVocabDetectorConfig(
-                architecture=d.architecture, model=d.model, device=self.cfg.device, score_threshold=d.score_threshold))
+                architecture=d.architecture, model=d.model, device=self.cfg.device, score_threshold=d.score_threshold,
+                dtype=resolve_dtype(d.dtype, self.cfg.device, autocast=False)))
             self.loads["detector"] += 1
         return self._detector
 
     @property
     def clip(self) -> ClipScorer | None:
         if self._clip is None and self.cfg.clip.model is not None:
-            self._clip = ClipScorer(ClipScorerConfig(model=self.cfg.clip.model, device=self.cfg.device))
+            self._clip = ClipScorer(ClipScorerConfig(model=self.cfg.clip.model, device=self.cfg.device,
+                                                            dtype=resolve_dtype(self.cfg.clip.dtype, self.cfg.device,
+                                                                                autocast=False)))
             self.loads["clip"] += 1
         return self._clip
 
