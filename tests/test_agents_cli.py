@@ -132,6 +132,8 @@ def test_serve_vlm_starts_waits_for_models_and_stops_cleanly(tmp_path):
     assert argv[:2] == ["serve", "org/tiny-vlm"] and argv[argv.index("--port") + 1] == str(port)
     assert json.loads(argv[argv.index("--limit-mm-per-prompt") + 1]) == {"image": 2, "video": 0}
     assert argv[argv.index("--max-model-len") + 1] == "8192" and argv[-1] == "--trust-remote-code"
+    # vLLM's own default takes 90% of the card; atelier leaves room for its generator and trainer.
+    assert argv[argv.index("--gpu-memory-utilization") + 1] == "0.4"
     assert (tmp_path / "vllm.json.stopped").read_text() == str(int(signal.SIGINT))
     try:
         os.kill(started["pid"], 0)

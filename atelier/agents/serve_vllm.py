@@ -30,11 +30,17 @@ def find_vllm() -> str | None:
     return str(beside) if beside.exists() else None
 
 
+# vLLM takes 90% of the GPU by default; atelier's generator, detector, CLIP scorer and LoRA
+# trainer share the card with it (README, "Run it on your model": what fits on 24 and 80 GB).
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.4
+
+
 def vllm_command(executable: str, model: str, host: str, port: int, max_model_len: int, max_images: int,
-                 extra: list[str]) -> list[str]:
+                 extra: list[str], gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION) -> list[str]:
     return [
         executable, "serve", model, "--host", host, "--port", str(port),
         "--max-model-len", str(max_model_len),
+        "--gpu-memory-utilization", str(gpu_memory_utilization),
         "--limit-mm-per-prompt", json.dumps({"image": max_images, "video": 0}),
         *extra,
     ]
@@ -64,8 +70,9 @@ def stop(child: subprocess.Popen, grace_s: float = 30.0) -> None:
 
 
 def serve(executable: str, model: str, host: str = "127.0.0.1", port: int = 8000, max_model_len: int = 8192,
-          max_images: int = 2, extra: list[str] | None = None, ready_timeout_s: float = 1800.0) -> int:
-    command = vllm_command(executable, model, host, port, max_model_len, max_images, extra or [])
+          max_images: int = 2, extra: list[str] | None = None, ready_timeout_s: float = 1800.0,
+          gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION) -> int:
+    command = vllm_command(executable, model, host, port, max_model_len, max_images, extra or [], gpu_memory_utilization)
     base_url = f"http://{host}:{port}/v1"
     print("starting: " + " ".join(command), flush=True)
     child = subprocess.Popen(command, start_new_session=True)
