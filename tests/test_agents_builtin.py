@@ -26,6 +26,8 @@ def test_planner_maps_counts_and_objects():
 def test_planner_rejects_what_it_cannot_map():
     with pytest.raises(PlanError, match="cannot map"):
         plan_builtin("realistic elephants and giraffes")
+    with pytest.raises(PlanError, match="two different objects"):  # a relation between yellow squares only
+        plan_builtin("placement of yellow squares")
 
 
 def test_prompt_writer_is_seeded_distinct_and_never_heldout():

@@ -110,7 +110,7 @@ def rubric_builtin(asked: Asked, detections: Sequence[Detection]) -> Rubric:
     """Alignment: share of the prompt's checks satisfied (less one for unasked objects);
     aesthetics: mean detector confidence, a stand-in for how cleanly the objects are drawn."""
     met, total, extra = _checks(asked, detections)
-    alignment = max(0, round(5 * (met / total if total else 1)) - extra)
+    alignment = max(0, (round(5 * met / total) if total else 5) - extra)
     aesthetics = round(5 * mean(d.score for d in detections)) if detections else 0
     preference = round((2 * alignment + aesthetics) / 3)
     return Rubric(

@@ -66,10 +66,15 @@ def plan_builtin(goal: str) -> TargetSpec:
             f"counts, colours ({', '.join(COLOURS)}) or shapes ({', '.join(SHAPES)})"
         )
     objects = [f"{c} {s}" for c in colours for s in shapes] if named_objects else []
-    return TargetSpec(
+    spec = TargetSpec(
         objects=objects, attributes=["colour", "shape"], relations=relations, counts=counts, colours=colours,
         shapes=shapes, questions=list(_GENERAL_QUESTIONS), metric=metric, rationale="; ".join(why),
     )
+    try:
+        check_spec(spec)
+    except ValueError as e:
+        raise PlanError(f"cannot plan the goal {goal!r} in the shapes world: {e}") from None
+    return spec
 
 
 def check_spec(spec: TargetSpec) -> None:
