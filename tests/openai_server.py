@@ -2,7 +2,10 @@
 
 It serves GET /v1/models and POST /v1/chat/completions. A script decides each reply from the
 request body and its index: a right answer for the schema asked for (by the JSON schema's name),
-invalid JSON, JSON off the schema, an empty answer, an HTTP 500, or any of these after a delay.
+invalid JSON, JSON off the schema, an empty answer, an HTTP 500 or 429, or any of these after a
+delay; and, below the protocol, a 200 whose body is not JSON (an HTML page, plain text), a JSON
+body cut short (by a proxy, or by a connection closed mid-body) and a connection closed with no
+reply at all.
 Every request's body and headers are kept, and so is the most requests ever in flight at once.
 """
 
@@ -27,6 +30,10 @@ class Reply:
     content: str | None = None  # the assistant's text; None with a non-200 status
     delay: float = 0.0
     finish_reason: str = "stop"
+    body: bytes | None = None  # sent as the HTTP body instead of a chat completion
+    content_type: str = "application/json"
+    cut_at: int | None = None  # write only this many bytes of the body (Content-Length says all), then close
+    drop: bool = False  # close the connection without any reply
 
 
 Script = Callable[[dict, int], Reply]
@@ -244,6 +251,48 @@ def http500(body: dict, n: int) -> Reply:
     return Reply(status=500)
 
 
+def http429(body: dict, n: int) -> Reply:
+    return Reply(status=429)
+
+
+HTML_PAGE = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
+
+
+def html_page(body: dict, n: int) -> Reply:
+    """A proxy's error page, sent with 200."""
+    return Reply(body=HTML_PAGE, content_type="text/html")
+
+
+def not_json(body: dict, n: int) -> Reply:
+    """Plain text labelled as JSON, sent with 200."""
+    return Reply(body=b"upstream connect error or disconnect/reset before headers")
+
+
+def completion(body: dict, n: int, content: str, finish_reason: str = "stop") -> bytes:
+    return json.dumps({
+        "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
+        "choices": [{"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+    }).encode()
+
+
+def truncated_json(body: dict, n: int) -> Reply:
+    """A right completion cut in half by a proxy (Content-Length agrees with the half)."""
+    whole = completion(body, n, right_answer(body))
+    return Reply(body=whole[: len(whole) // 2])
+
+
+def cut_connection(body: dict, n: int) -> Reply:
+    """A right completion whose connection closes half-way through the body."""
+    whole = completion(body, n, right_answer(body))
+    return Reply(body=whole, cut_at=len(whole) // 2)
+
+
+def dropped(body: dict, n: int) -> Reply:
+    """The connection closed with no reply (a server restarting, a reset)."""
+    return Reply(drop=True)
+
+
 def slow(seconds: float, then: Script = correct) -> Script:
     def script(body: dict, n: int) -> Reply:
         reply = then(body, n)
@@ -309,13 +358,19 @@ class OpenAIServer:
             def log_message(self, *args):
                 pass
 
-            def _send(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
+            def _send(self, status: int, payload: dict | bytes, content_type: str = "application/json",
+                      cut_at: int | None = None) -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if cut_at is None:
+                    self.wfile.write(data)
+                else:
+                    self.wfile.write(data[:cut_at])
+                    self.wfile.flush()
+                    self.close_connection = True
 
             def do_GET(self):
                 if self.path.rstrip("/") == "/v1/models":
@@ -340,14 +395,15 @@ class OpenAIServer:
                 finally:
                     with server._lock:
                         server.in_flight -= 1
+                if reply.drop:
+                    self.close_connection = True
+                    return
+                if reply.body is not None:
+                    self._send(reply.status, reply.body, reply.content_type, reply.cut_at)
+                    return
                 if reply.status != 200:
                     self._send(reply.status, {"error": {"message": "scripted failure", "type": "server_error", "code": reply.status}})
                     return
-                self._send(200, {
-                    "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
-                    "choices": [{"index": 0, "finish_reason": reply.finish_reason,
-                                 "message": {"role": "assistant", "content": reply.content}}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-                })
+                self._send(200, completion(body, n, reply.content, reply.finish_reason))
 
         return Handler

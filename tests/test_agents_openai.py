@@ -25,8 +25,9 @@ from atelier.config import AgentConfig, ConfigError
 from atelier.strategies.ipr import ipr_rows
 from atelier.worlds.shapes.render import render
 from atelier.worlds.shapes.scene import parse
-from openai_server import (OpenAIServer, Reply, correct, empty, http500, image_urls, invalid_json, schema_name,
-                           schema_violation, sequence, slow)
+from openai_server import (OpenAIServer, Reply, correct, cut_connection, dropped, empty, html_page, http429, http500,
+                           image_urls, invalid_json, not_json, schema_name, schema_violation, sequence, slow,
+                           truncated_json)
 
 PROMPT = "a red circle to the left of two blue squares"
 
@@ -84,6 +85,15 @@ def test_concurrency_never_exceeds_the_bound(image):
         results = OpenAIBackend(agent(server, max_concurrency=3), "judge").ask_many([questions_request(image)] * 24)
     assert all(r.ok for r in results) and len(server.requests) == 24
     assert server.max_in_flight == 3
+
+
+def test_a_high_bound_is_reached(image):
+    # Requests must go out faster than the server answers: nothing in the client (connection
+    # pool, thread pool, per-call overhead) may hold the requests in flight below the bound.
+    with OpenAIServer(slow(0.5)) as server:
+        results = OpenAIBackend(agent(server, max_concurrency=32), "judge").ask_many([questions_request(image)] * 32)
+    assert all(r.ok for r in results) and len(server.requests) == 32
+    assert server.max_in_flight > 16
 
 
 def test_roles_sharing_an_endpoint_share_its_bound(image):
@@ -163,6 +173,55 @@ def test_slow_answers_time_out_and_are_retried(image):
     with OpenAIServer(sequence(slow(1.0), then=correct)) as server:
         result = ask(server, questions_request(image), timeout_s=0.3, max_retries=1)
     assert result.ok and result.retries == 1 and len(server.requests) == 2
+
+
+def not_a_completion(body, n):
+    return Reply(body=json.dumps({"error": {"message": "model is loading"}}).encode())
+
+
+def empty_choices(body, n):
+    return Reply(body=json.dumps({"id": "x", "object": "chat.completion", "choices": []}).encode())
+
+
+BROKEN_REPLIES = {"html page with 200": html_page, "text labelled json": not_json, "json cut by a proxy": truncated_json,
+                  "connection closed mid-body": cut_connection, "connection closed, no reply": dropped,
+                  "json that is no completion": not_a_completion, "no choices": empty_choices,
+                  "429": http429, "500": http500}
+
+
+@pytest.mark.parametrize("script", BROKEN_REPLIES.values(), ids=BROKEN_REPLIES.keys())
+def test_broken_replies_are_retried_then_succeed(image, script):
+    with OpenAIServer(sequence(script, script)) as server:
+        result = ask(server, questions_request(image), max_retries=2)
+    assert result.ok and result.retries == 2 and result.attempts == 1 and len(server.requests) == 3
+
+
+@pytest.mark.parametrize("script", BROKEN_REPLIES.values(), ids=BROKEN_REPLIES.keys())
+def test_broken_replies_become_a_failed_result_with_a_one_line_error(image, script, caplog):
+    with OpenAIServer(script) as server:
+        result = ask(server, questions_request(image), max_retries=1)
+    assert not result.ok and result.answer is None and len(server.requests) == 2 and result.retries == 1
+    assert result.error.startswith("gave up after 2 tries: ") and "\n" not in result.error and len(result.error) < 500
+
+
+def test_a_reply_that_is_not_json_is_named_in_the_error(image):
+    with OpenAIServer(html_page) as server:
+        result = ask(server, questions_request(image), max_retries=0)
+    assert "not JSON" in result.error and "text/html" in result.error and "Bad Gateway" in result.error
+    with OpenAIServer(truncated_json) as server:
+        result = ask(server, questions_request(image), max_retries=0)
+    assert "not JSON" in result.error
+    with OpenAIServer(not_a_completion) as server:
+        result = ask(server, questions_request(image), max_retries=0)
+    assert "model is loading" in result.error
+
+
+def test_a_planner_behind_a_broken_endpoint_falls_back_instead_of_crashing(tmp_path):
+    with OpenAIServer(not_json) as server:
+        spec = plan("get left and right right", agent(server, max_retries=1), tmp_path)
+    record = json.loads((tmp_path / "planner.json").read_text())
+    assert not record["ok"] and record["fallback"] == "builtin" and "not JSON" in record["error"]
+    assert spec.metric == "relation_accuracy_cond"
 
 
 def test_unreachable_endpoint_is_a_failed_result_not_a_crash(image):

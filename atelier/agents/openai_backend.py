@@ -1,11 +1,15 @@
 """The `openai` backend: a model behind an OpenAI-protocol endpoint (vLLM, or an API).
 
 langchain-openai's ChatOpenAI with the role's base_url, model, temperature and timeout; answers
-constrained by the request's JSON schema (`method="json_schema"`, `include_raw=True`, so the
-raw text survives a bad answer); images inline as PNG data URLs. Around each call:
+constrained by the request's JSON schema (a strict `json_schema` response format bound to the
+chat model; the raw text is validated here, so it survives a bad answer); images inline as PNG
+data URLs. Around each call:
   - a semaphore per endpoint bounds the requests in flight (shared by every role on that URL);
-  - transport errors, 408/409/429 and 5xx are retried with exponential back-off (the SDK's own
-    retries are off, so `max_retries` means what it says);
+  - transport failures are retried with exponential back-off, then recorded as a failed result,
+    never raised: connection refused or reset, timeouts, 408/409/429 and 5xx, and a 200 whose
+    body is not a chat completion (an HTML page, text, JSON cut short, JSON without choices),
+    which an httpx response hook catches before any library parses it. The SDK's own retries
+    are off, so `max_retries` means what it says;
   - an answer that is empty, not JSON, off the schema or against the request's rules is sent
     back with the validation error, up to `max_reasks` times, then returned as a failed result
     holding the raw text. The API key comes from the environment variable the config names and
@@ -14,14 +18,17 @@ raw text survives a bad answer); images inline as PNG data URLs. Around each cal
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.utils.function_calling import convert_to_openai_function
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
 
@@ -50,8 +57,55 @@ class _BadAnswer(Exception):
         self.raw = raw
 
 
+class _BadReply(Exception):
+    """A 200 whose body is not a chat completion: a transport failure, retried like a 502."""
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_reply(response) -> None:
+    """httpx response hook: a chat completion's 200 must carry a chat completion. Without this
+    the SDK hands an HTML page on as a str, raises JSONDecodeError for text labelled JSON, and
+    langchain fails on JSON without choices, none of which the retry loop would see."""
+    request = response.request
+    if response.status_code != 200 or request.method != "POST" or not request.url.path.endswith("/chat/completions"):
+        return
+    response.read()  # a body cut short by a closed connection raises httpx's RemoteProtocolError here
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    try:
+        data = json.loads(response.content)
+    except ValueError:
+        raise _BadReply(f"the endpoint answered 200 with a body that is not JSON ({kind}, {len(response.content)} bytes): "
+                        f"{_one_line(response.content.decode('utf-8', 'replace'))!r}") from None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict) and isinstance(choices[0].get("message"), dict)):
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            error = error.get("message", error)
+        said = f"an error: {_one_line(str(error))!r}" if error else f"JSON that is not a chat completion: {_one_line(response.text)!r}"
+        raise _BadReply(f"the endpoint answered 200 with {said}")
+
+
+_clients_lock = threading.Lock()
+_clients: dict[str, openai.DefaultHttpxClient] = {}
+
+
+def _http_client(base_url: str) -> openai.DefaultHttpxClient:
+    """One connection pool per endpoint, shared by its roles and backends (as langchain's own
+    default client is), with the reply check as a response hook. The SDK's default limits (1000
+    connections, 100 kept alive) stay well above any sane `max_concurrency`."""
+    key = base_url.rstrip("/")
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = openai.DefaultHttpxClient(event_hooks={"response": [_check_reply]})
+        return _clients[key]
+
+
 def _retryable(error: Exception) -> bool:
-    if isinstance(error, openai.APIConnectionError):  # includes timeouts
+    if isinstance(error, (openai.APIConnectionError, openai.APIResponseValidationError, _BadReply)):  # incl. timeouts
         return True
     return isinstance(error, openai.APIStatusError) and (error.status_code >= 500 or error.status_code in (408, 409, 429))
 
@@ -112,6 +166,7 @@ class OpenAIBackend(Backend):
         self._chat = ChatOpenAI(
             model=config.model, base_url=config.base_url, api_key=self._key, temperature=config.temperature,
             timeout=config.timeout_s, max_retries=0, max_tokens=config.max_tokens,
+            http_client=_http_client(config.base_url),
         )
         self._slots = endpoint_slots(config.base_url, config.max_concurrency)
         self._structured: dict[type[BaseModel], object] = {}
@@ -162,21 +217,27 @@ class OpenAIBackend(Backend):
     def _runnable(self, schema: type[BaseModel]):
         if schema not in self._structured:
             # A JSON schema (not the class) so that the SDK does not parse the answer itself and
-            # raise before the raw text is seen; strict=True makes every field required.
-            self._structured[schema] = self._chat.with_structured_output(
-                _without_defaults(schema.model_json_schema()), method="json_schema", include_raw=True, strict=True
-            )
+            # raise before the raw text is seen; strict=True makes every field required. Sent as
+            # it is, in the body, from the chat model itself: `with_structured_output(...,
+            # include_raw=True)` wraps each call in two RunnableParallels that start thread pools
+            # and parses the answer again, and `response_format=` as a parameter takes the SDK's
+            # `parse` path, which walks the whole schema through its typed-parameter transform.
+            # Both cost CPU under the GIL on every call, and that CPU, not any pool or bound, is
+            # what held the requests in flight below the bound (BENCHMARKS.md). The request's
+            # body is the same either way.
+            function = convert_to_openai_function(_without_defaults(schema.model_json_schema()), strict=True)
+            function["schema"] = function.pop("parameters")
+            self._structured[schema] = self._chat.bind(
+                extra_body={"response_format": {"type": "json_schema", "json_schema": function}})
         return self._structured[schema]
 
     def _answer(self, request: AgentRequest, messages: list[BaseMessage], result: AgentResult) -> BaseModel:
         schema = request.answer_schema
-        try:
-            out = self._call(self._runnable(schema), messages, result)
-        except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError) as e:
-            completion = getattr(e, "completion", None)
-            raw = (completion.choices[0].message.content or "") if completion is not None else ""
-            raise _BadAnswer(f"the answer was cut off ({type(e).__name__}); answer more briefly", raw) from None
-        text = _text_of(out["raw"])
+        message = self._call(self._runnable(schema), messages, result)
+        text = _text_of(message)
+        finish = message.response_metadata.get("finish_reason")
+        if finish in ("length", "content_filter"):
+            raise _BadAnswer(f"the answer was cut off (finish_reason {finish!r}); answer more briefly", text)
         if not text.strip():
             raise _BadAnswer("the answer was empty; reply with one JSON object", text)
         # The raw text is validated, not langchain's `parsed`: its JSON parser completes
@@ -192,13 +253,13 @@ class OpenAIBackend(Backend):
         result.raw = self._redact(text)
         return answer
 
-    def _call(self, runnable, messages: list[BaseMessage], result: AgentResult) -> dict:
+    def _call(self, runnable, messages: list[BaseMessage], result: AgentResult) -> AIMessage:
         cfg = self.config
         for attempt in range(cfg.max_retries + 1):
             try:
                 with self._slots:
                     return runnable.invoke(messages)
-            except openai.APIError as e:
+            except (openai.APIError, _BadReply) as e:
                 if _refuses_us(e):
                     raise AgentEndpointError(
                         f"agents.{self.role}: {cfg.base_url} answered {e.status_code} for model {cfg.model!r}; "
@@ -216,7 +277,16 @@ class OpenAIBackend(Backend):
         raise AssertionError("unreachable")
 
     def _short(self, error: Exception) -> str:
-        return self._redact(str(error).splitlines()[0][:300] if str(error) else "")
+        """One line: the error, and what caused it where the SDK's text says little ("Connection
+        error." over a reset, or a body cut short)."""
+        text = _one_line(str(error), 300)
+        cause = error.__cause__ if isinstance(error, openai.APIConnectionError) else None
+        while cause is not None:  # the first cause below the SDK's names the fault
+            if not isinstance(cause, openai.APIError):
+                text = f"{text} ({type(cause).__name__}: {_one_line(str(cause), 200)})"
+                break
+            cause = cause.__cause__
+        return self._redact(text)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "[redacted]") if self._key != NO_KEY and self._key else text
