@@ -121,7 +121,8 @@ def cmd_serve_vlm(args) -> int:
         return _fail("vLLM is not installed; `pip install 'atelier[vllm]'` on a machine with a CUDA GPU")
     extra = shlex.split(args.vllm_args)
     return serve(executable, args.model, host=args.host, port=args.port, max_model_len=args.max_model_len,
-                 max_images=args.max_images, extra=extra, ready_timeout_s=args.ready_timeout)
+                 max_images=args.max_images, extra=extra, ready_timeout_s=args.ready_timeout,
+                 gpu_memory_utilization=args.gpu_memory_utilization)
 
 
 # --- generate and the shapes world ------------------------------------------------------------
@@ -132,7 +133,8 @@ def cmd_generate(args) -> int:
     from atelier.worlds.shapes.model import DEFAULT_GUIDANCE, DEFAULT_STEPS
     from atelier.tools import diffusers_generator
     from atelier.tools.diffusers_generator import DiffusersOptions
-    from atelier.tools.generate import GenerationRequest, generate, is_shapes_model, load_generator
+    from atelier.tools.generate import GenerationRequest, generate, load_generator
+    from atelier.tools.model_folders import is_shapes_model
 
     prompts = list(args.prompt or [])
     if args.prompts_file:
@@ -157,6 +159,8 @@ def cmd_generate(args) -> int:
     options = DiffusersOptions(dtype=args.dtype, scheduler=args.scheduler, vae_tiling=args.vae_tiling,
                                vae_slicing=args.vae_slicing, cpu_offload=args.cpu_offload,
                                adapter_min_timestep=args.adapter_min_timestep)
+    if shapes:  # the shapes world's own pipeline (the `atelier shapes` commands are its own too)
+        from atelier.worlds.shapes.model import load_generator
     try:
         pipe = load_generator(args.model, args.adapter, args.scale, device=args.device, options=options)
     except (ValueError, OSError) as e:  # a bad dtype or device; a model the hub or the disk does not have
@@ -286,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     vlm.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     vlm.add_argument("--max-model-len", type=int, default=8192, help="context length in tokens")
     vlm.add_argument("--max-images", type=int, default=2, help="images per request (the pair rubric needs 2)")
+    vlm.add_argument("--gpu-memory-utilization", type=float, default=0.4, metavar="F",
+                     help="share of the GPU vLLM may take (vLLM's own default is 0.9); 0.4 leaves the rest to atelier's "
+                     "generator, detector and trainer on the same card (a 7B VLM in bf16 needs about 0.25 of 80 GB)")
     vlm.add_argument("--ready-timeout", type=float, default=1800, help="seconds to wait for /v1/models")
     vlm.add_argument("--vllm-args", default="", metavar="'FLAGS'",
                      help="more flags for vllm serve, in one quoted string: --vllm-args='--trust-remote-code --dtype bfloat16'")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from atelier.agents.planner import plan_builtin
-from atelier.agents.prompt_writer import write_prompts_builtin
+from atelier.worlds.shapes.plan import plan_builtin
+from atelier.worlds.shapes.prompts import write_prompts_builtin
 from atelier.report import format_share
 from atelier.worlds.shapes.evaluate import evaluate_model
 from atelier.worlds.shapes.render import render

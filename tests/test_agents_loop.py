@@ -50,7 +50,7 @@ def test_the_run_finishes_with_the_agents_answers(openai_run):
     writer = json.loads((run_dir / "round_001" / "agents" / "prompt_writer.json").read_text())
     prompts = json.loads((run_dir / "round_001" / "prompts.json").read_text())
     assert writer["filled_by_builtin"] == 0 and len(prompts) == TINY["budget"]["prompts_per_round"]
-    assert [m["text"] for m in writer["metadata"]] == prompts
+    assert [m["text"] for m in writer["metadata"]] == [p["text"] for p in prompts]
 
 
 def test_judgments_come_from_the_vlm_and_failures_are_recorded(openai_run):

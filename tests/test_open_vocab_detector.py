@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from atelier.ipr import relabel_objects
+from atelier.tools.relabel import relabel_objects
 from atelier.worlds.shapes.metrics import relation_holds
 from atelier.tools.boxes import box_iou, nms, nms_per_label
 from atelier.tools.open_vocab_detector import OpenVocabDetector, OpenVocabDetectorConfig, grounding_text, owl_query

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from atelier.ipr import relabel_objects
+from atelier.tools.relabel import relabel_objects
 from atelier.tools.detection import Detection
 from atelier.tools.phrases import count_phrase, describe_objects, describe_relation, indefinite_article, number_word, plural
 

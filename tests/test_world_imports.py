@@ -50,7 +50,6 @@ def test_the_checker_sees_every_form(tmp_path):
     assert shapes_imports(pkg / "clean.py", tmp_path) == []
 
 
-@pytest.mark.xfail(strict=False, reason="until the graph is switched to the World seam")
 def test_nothing_outside_the_shapes_world_imports_it():
     offenders = {}
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -63,6 +62,6 @@ def test_nothing_outside_the_shapes_world_imports_it():
 
 
 def test_the_agents_are_world_agnostic():
-    """Already true: atelier/agents/ knows no world (kept strict while the rest is switched)."""
+    """The agents answer in schemas and know no world: a world fills what their builtin rules read."""
     offenders = {p.name: shapes_imports(p) for p in sorted((PACKAGE / "agents").glob("*.py")) if shapes_imports(p)}
     assert not offenders

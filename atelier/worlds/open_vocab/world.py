@@ -22,7 +22,7 @@ from PIL import Image
 
 from atelier.agents.planner import TargetSpec
 from atelier.config import Config
-from atelier.ipr import relabel_objects
+from atelier.tools.relabel import relabel_objects
 from atelier.tools.detection import Detection
 from atelier.tools.dtype import train_in_bf16
 from atelier.tools.edit import DEFAULT_STRENGTH, EditResult, edit
