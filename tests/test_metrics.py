@@ -142,6 +142,7 @@ class RenderingPipe:
     """A perfect text-to-image 'model': parses the prompt and renders it with the given seed."""
 
     calls: list
+    samples_by_seed = True  # takes seeds= as the shapes pipeline does (atelier.tools.generate)
 
     def __call__(self, prompts, seeds, num_inference_steps, guidance_scale, output_type):
         assert output_type == "pil" and len(prompts) == len(seeds)

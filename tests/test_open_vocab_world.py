@@ -408,3 +408,14 @@ def test_references_are_empty_and_close_frees_the_models(tiny_sd15, vision_model
     assert world.references([WorldPrompt(text="a dog")], 2, lambda i, k: i) == {}
     assert sum(world.loads.values()) == 0  # nothing loaded before it is used
     world.close()
+
+
+def test_pairs_are_counted_as_pairs_in_prompts_and_questions():
+    from atelier.worlds.judgment import Asked, AskedObject
+    from atelier.worlds.open_vocab.parse import asked_of_text
+    from atelier.worlds.open_vocab.questions import asked_questions
+
+    asked = asked_of_text("two pairs of skis to the left of a pair of scissors", ["skis", "scissors"])
+    assert [(o.name, o.count) for o in asked.objects] == [("skis", 2), ("scissors", 1)]
+    texts = [q.text for q in asked_questions(Asked(objects=(AskedObject(name="skis", count=2),)))[0]]
+    assert "Are there exactly two pairs of skis?" in texts and "Is there a pair of skis?" in texts

@@ -25,7 +25,7 @@ RELATION_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"on top of|above|over", "above"),
     (r"underneath|beneath|below|under", "below"),
 )
-_COUNTS = {w: i for i, w in enumerate(NUMBER_WORDS)} | {"a": 1, "an": 1, "single": 1, "pair of": 2}
+_COUNTS = {w: i for i, w in enumerate(NUMBER_WORDS)} | {"a": 1, "an": 1, "single": 1}
 
 
 def normalise(text: str) -> str:
@@ -53,6 +53,8 @@ def find_objects(text: str, classes: Sequence[str]) -> list[tuple[str, int, int,
         if any(f[0] == name for f in found):
             continue
         before = text[: match.start()].lower().split()
+        if before[-2:] in (["pair", "of"], ["pairs", "of"]):
+            before = before[:-2]  # "a pair of scissors" is one pair, "two pairs of skis" two
         count = 1
         if before:
             word = before[-1]

@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 
 from atelier.agents.questions import YesNoQuestion
-from atelier.tools.phrases import RELATION_PHRASES, count_phrase, number_word, plural
+from atelier.tools.phrases import RELATION_PHRASES, count_phrase, plural
 from atelier.worlds.judgment import Asked, Probe
 from atelier.worlds.open_vocab.parse import find_objects, normalise
 
@@ -42,7 +42,7 @@ def asked_questions(asked: Asked) -> tuple[list[YesNoQuestion], list[Probe]]:
         q = add(f"Is there {count_phrase(o.name, 1)}?", Probe(kind="exists", objects=(o.name,)))
         exists.append(q)
         if o.count > 1:
-            add(f"Are there exactly {number_word(o.count)} {plural(o.name)}?",
+            add(f"Are there exactly {count_phrase(o.name, o.count)}?",
                 Probe(kind="count", objects=(o.name,), count=o.count), depends_on=[q])
     if asked.relation is not None and len(asked.objects) == 2:
         a, b = asked.objects
