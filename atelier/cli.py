@@ -104,9 +104,16 @@ def cmd_config_check(args) -> int:
 def cmd_agents_check(args) -> int:
     from atelier.agents.check import check_agents, format_line
     from atelier.config import load_config
-    from atelier.worlds.shapes.agents_check import check_sample
 
     cfg = load_config(args.config, args.set)
+    match cfg.world_name:  # each world's sample: an image, its prompt and one request per role
+        case "shapes":
+            from atelier.worlds.shapes.agents_check import check_sample
+        case "open_vocab":
+            from atelier.worlds.open_vocab import agents_check
+
+            def check_sample(tmp_dir, goal):
+                return agents_check.check_sample(cfg, tmp_dir, goal)
     lines = check_agents(cfg, check_sample)
     for line in lines:
         print(format_line(line))

@@ -147,3 +147,26 @@ def test_serve_vlm_reports_a_vllm_that_dies_before_serving(tmp_path):
     env = {"PATH": f"{fake_vllm(tmp_path)}:{os.environ['PATH']}", "FAKE_VLLM_LOG": str(tmp_path / "log.json"), "FAKE_VLLM_FAIL": "1"}
     done = atelier("serve", "vlm", "org/tiny-vlm", "--port", str(free_port()), env=env)
     assert done.returncode == 1 and "exited with code 3 before serving" in done.stderr
+
+
+def test_agents_check_on_an_open_vocabulary_config_asks_about_its_classes(tmp_path):
+    """The open_vocab world's own sample: its planner mode, class-conditioned prompts about the
+    configured classes, yes/no questions about them; no model is loaded for the check."""
+    from openai_server import open_vocab, user_text
+
+    with OpenAIServer(open_vocab) as server:
+        cfg = write_config(tmp_path, goal="get left and right right for a dog and a cat", model="org/tiny-sd15",
+                           world="open_vocab", vocabulary={"classes": ["dog", "cat"], "relations": ["left of", "right of"]},
+                           agents=openai_agents(server.url))
+        done = atelier("agents", "check", str(cfg))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert all(line.rstrip().endswith("valid") for line in done.stdout.strip().splitlines())
+    texts = [user_text(body) for body in server.requests]
+    assert any("dog" in t and "cat" in t for t in texts)
+    assert not any("red circle" in t or "green square" in t for t in texts)  # nothing of the shapes world
+    # The same with builtin agents: the world's rules answer, offline.
+    (tmp_path / "b").mkdir()
+    builtin = write_config(tmp_path / "b", goal="get left and right right for a dog and a cat", model="org/tiny-sd15",
+                           world="open_vocab", vocabulary={"classes": ["dog", "cat"], "relations": ["left of", "right of"]})
+    done = atelier("agents", "check", str(builtin))
+    assert done.returncode == 0 and len(done.stdout.strip().splitlines()) == 5, done.stdout + done.stderr

@@ -129,6 +129,9 @@ class OpenVocabPlanRequest(AgentRequest):
             "metrics": ", ".join(GOAL_METRICS),
         }
 
+    def answer_builtin(self) -> TargetSpec:
+        return plan_builtin(self.goal, VocabularyConfig(classes=list(self.classes), relations=list(self.relations)))
+
     def check(self, answer: BaseModel) -> None:
         check_spec(answer)
         if self.relations and sorted(answer.relations) != sorted(self.relations):
