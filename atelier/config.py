@@ -148,6 +148,15 @@ class TrainConfig(_Strict):
     )
 
 
+    def lora_fields(self, seed: int, device: str) -> dict:
+        """The settings every LoRA trainer shares (atelier.tools.lora_training), from this section."""
+        from atelier.tools.dtype import train_in_bf16
+
+        return {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                "lr": self.learning_rate, "rank": self.lora_rank, "alpha": self.lora_alpha or self.lora_rank,
+                "seed": seed, "bf16": train_in_bf16(self.bf16, device)}
+
+
 class GenerationConfig(_Strict):
     steps: int = Field(
         8, ge=1, le=1000,  # atelier.worlds.shapes.model.DEFAULT_STEPS

@@ -28,17 +28,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from atelier.atomic import staged_dir
 from atelier.tools.datasets import PreferencePair, as_path_list, read_dpo_pairs
 from atelier.tools.diffusion_loss import denoising_errors, sample_noise_and_timesteps
 from atelier.tools.lora import (
-    ATTENTION_PROJECTIONS,
     attach_trainable_lora,
     restored_after_training,
     write_adapter,
 )
+from atelier.tools.lora_training import LoraTrainingConfig
 from atelier.tools.model_inputs import TextConditioning, encode_images, encode_texts, unet_conditioning
 from atelier.tools.train_loop import (
     TrainLog,
@@ -53,23 +53,13 @@ from atelier.tools.train_loop import (
 ADAPTER_NAME = "default"
 
 
-class DPOConfig(BaseModel):
+class DPOConfig(LoraTrainingConfig):
     """Everything that decides the trained adapter, besides the pairs and the base model."""
 
-    model_config = ConfigDict(extra="forbid")
-    steps: int = Field(500, ge=1, description="optimizer steps")
-    batch_size: int = Field(4, ge=1, description="pairs per micro-batch")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    lr: float = Field(1e-5, gt=0, description="constant AdamW learning rate of the LoRA weights")
+    lr: float = Field(1e-5, gt=0, description="constant AdamW learning rate of the LoRA weights (DPO moves less than SFT)")
     beta: float = Field(5000.0, gt=0, description="β: strength of the pull toward the reference (5000 for SD 1.5 in the paper)")
-    rank: int = Field(8, ge=1, description="LoRA rank r")
-    alpha: float | None = Field(None, gt=0, description="LoRA alpha (scale alpha / rank); None: alpha = rank")
-    seed: int = Field(0, description="seeds the LoRA init, pair order, noise and timesteps")
-    target_modules: tuple[str, ...] = Field(ATTENTION_PROJECTIONS, min_length=1, description="UNet modules with a LoRA")
     resolution: int | None = Field(None, ge=8, description="training image size (latent pipelines); None: default")
-    bf16: bool = Field(True, description="bf16 autocast for the forward passes; LoRA weights stay float32")
     gradient_checkpointing: bool = Field(False, description="recompute UNet activations in backward")
-    max_grad_norm: float | None = Field(1.0, gt=0, description="clip LoRA gradients to this norm; None: no clipping")
 
 
 def diffusion_dpo_loss(

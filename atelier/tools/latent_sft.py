@@ -23,19 +23,19 @@ from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from atelier.atomic import staged_dir
 from atelier.tools.datasets import read_sft_dataset
 from atelier.tools.diffusion_loss import denoising_errors, min_snr_weights, sample_noise_and_timesteps, weighted_loss
 from atelier.tools.lora import (
-    ATTENTION_PROJECTIONS,
     TEXT_ENCODER_PROJECTIONS,
     TEXT_ENCODERS,
     attach_trainable_lora,
     restored_after_training,
     write_adapter,
 )
+from atelier.tools.lora_training import LoraTrainingConfig
 from atelier.tools.model_inputs import encode_images, encode_texts, load_rgb, unet_conditioning
 from atelier.tools.train_loop import (
     TrainLog,
@@ -52,25 +52,14 @@ from atelier.tools.train_loop import (
 ADAPTER_NAME = "default"
 
 
-class LatentSFTConfig(BaseModel):
+class LatentSFTConfig(LoraTrainingConfig):
     """Everything that decides the trained adapter, besides the data and the base model."""
 
-    model_config = ConfigDict(extra="forbid")
-    steps: int = Field(500, ge=1, description="optimizer steps")
-    batch_size: int = Field(4, ge=1, description="samples per micro-batch")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    lr: float = Field(1e-4, gt=0, description="constant AdamW learning rate of the LoRA weights")
-    rank: int = Field(8, ge=1, description="LoRA rank r")
-    alpha: float | None = Field(None, gt=0, description="LoRA alpha (scale alpha / rank); None: alpha = rank")
-    seed: int = Field(0, description="seeds the LoRA init, batch order, noise and timesteps")
-    target_modules: tuple[str, ...] = Field(ATTENTION_PROJECTIONS, min_length=1, description="UNet modules with a LoRA")
     train_text_encoder: bool = Field(False, description="LoRA on the text encoder(s) too; captions are then re-encoded every step")
     text_encoder_target_modules: tuple[str, ...] = Field(TEXT_ENCODER_PROJECTIONS, min_length=1)
     resolution: int | None = Field(None, ge=8, description="training image size; None: the pipeline's default size")
     snr_gamma: float | None = Field(None, gt=0, description="min-SNR-gamma loss weighting (5.0 in the paper); None: off")
-    bf16: bool = Field(True, description="bf16 autocast for the forward passes; LoRA weights stay float32")
     gradient_checkpointing: bool = Field(False, description="recompute UNet activations in backward: less memory, slower")
-    max_grad_norm: float | None = Field(1.0, gt=0, description="clip LoRA gradients to this norm; None: no clipping")
     caption_dropout: float = Field(
         0.0, ge=0, lt=1, description="share of samples trained on the empty caption, per step (keeps guidance's "
         "unconditional prediction anchored; diffusers' --proportion_empty_prompts)"

@@ -21,17 +21,17 @@ from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from atelier.atomic import staged_dir
 from atelier.tools.datasets import METADATA_FILE, read_sft_dataset, write_sft_dataset
 from atelier.tools.diffusion_loss import per_sample_loss, weighted_loss
 from atelier.tools.lora import (
-    ATTENTION_PROJECTIONS,
     add_lora,
     load_adapter_into,
     write_adapter,
 )
+from atelier.tools.lora_training import LoraTrainingConfig
 from atelier.tools.model_inputs import encode_texts, images_to_model_inputs, load_rgb
 from atelier.tools.train_loop import (
     TRAIN_LOG,
@@ -54,30 +54,9 @@ __all__ = [
 ADAPTER_NAME = "default"
 
 
-class SFTConfig(BaseModel):
+class SFTConfig(LoraTrainingConfig):
     """Everything that decides the trained adapter, besides the data and the base model."""
 
-    model_config = ConfigDict(extra="forbid")
-    steps: int = Field(200, ge=1, description="optimizer steps")
-    batch_size: int = Field(16, ge=1, description="samples per micro-batch")
-    grad_accum: int = Field(
-        1, ge=1, description="micro-batches per optimizer step (effective batch = batch_size * grad_accum)"
-    )
-    lr: float = Field(1e-4, gt=0, description="constant AdamW learning rate of the LoRA weights")
-    rank: int = Field(8, ge=1, description="LoRA rank r")
-    alpha: float | None = Field(
-        None, gt=0, description="LoRA alpha; the update is scaled by alpha / rank; None: alpha = rank"
-    )
-    seed: int = Field(0, description="seeds the LoRA init, batch order, noise and timesteps")
-    target_modules: tuple[str, ...] = Field(
-        ATTENTION_PROJECTIONS, min_length=1, description="UNet module names (suffixes) that get a LoRA"
-    )
-    bf16: bool = Field(
-        True, description="bf16 autocast for the UNet forward pass (CPU and CUDA); weights stay float32"
-    )
-    max_grad_norm: float | None = Field(
-        1.0, gt=0, description="clip the LoRA gradients to this global norm; None: no clipping"
-    )
     caption_dropout: float = Field(
         0.0, ge=0, lt=1, description="share of samples trained on the empty caption, per step (keeps guidance's "
         "unconditional prediction anchored)"

@@ -24,7 +24,6 @@ from atelier.agents.planner import TargetSpec
 from atelier.config import Config
 from atelier.tools.relabel import relabel_objects
 from atelier.tools.detection import Detection
-from atelier.tools.dtype import train_in_bf16
 from atelier.tools.edit import DEFAULT_STRENGTH, EditResult, edit
 from atelier.tools.latent_sft import LatentSFTConfig, train_latent_lora_sft
 from atelier.worlds.base import Progress, WorldPrompt
@@ -40,12 +39,8 @@ from atelier.worlds.open_vocab.split import Split, check_disjoint, make_split
 def sft_config(cfg: Config, seed: int) -> LatentSFTConfig:
     """The latent LoRA SFT settings of the config's `train` section."""
     t = cfg.train
-    return LatentSFTConfig(
-        steps=t.steps, batch_size=t.batch_size, grad_accum=t.grad_accum, lr=t.learning_rate, rank=t.lora_rank,
-        alpha=t.lora_alpha, seed=seed, resolution=t.resolution, snr_gamma=t.snr_gamma,
-        gradient_checkpointing=t.gradient_checkpointing, caption_dropout=t.caption_dropout,
-        bf16=train_in_bf16(t.bf16, cfg.device),
-    )
+    return LatentSFTConfig(**t.lora_fields(seed, cfg.device), resolution=t.resolution, snr_gamma=t.snr_gamma,
+                           gradient_checkpointing=t.gradient_checkpointing, caption_dropout=t.caption_dropout)
 
 
 class OpenVocabWorld:

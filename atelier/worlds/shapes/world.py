@@ -12,7 +12,6 @@ from PIL import Image
 from atelier.agents.planner import TargetSpec
 from atelier.agents.questions import ccsr_outcomes, ccsr_score
 from atelier.tools.detection import Detection
-from atelier.tools.dtype import train_in_bf16
 from atelier.tools.generate import generation_options
 from atelier.tools.sft import SFTConfig, train_lora_sft
 from atelier.worlds.base import Progress, WorldPrompt
@@ -90,9 +89,8 @@ class ShapesWorld:
     def train_sft(self, datasets: Sequence[Path], out: Path, init_adapter: str | None, seed: int,
                   progress: Progress | None = None) -> dict:
         t = self.config.train
-        sft = SFTConfig(steps=t.steps, batch_size=t.batch_size, grad_accum=t.grad_accum, lr=t.learning_rate,
-                        rank=t.lora_rank, alpha=t.lora_alpha or t.lora_rank, seed=seed, bf16=train_in_bf16(t.bf16, self.config.device),
-                        caption_dropout=t.caption_dropout, min_timestep=t.min_timestep)
+        sft = SFTConfig(**t.lora_fields(seed, self.config.device), caption_dropout=t.caption_dropout,
+                        min_timestep=t.min_timestep)
         pipe = self.generator.base_pipeline()
         # Training encodes captions in float32 whatever the sampling dtype: the adapter must not
         # depend on whether this CPU samples under bf16.
