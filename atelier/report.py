@@ -12,7 +12,7 @@ from atelier.atomic import write_json_atomic, write_text_atomic
 from atelier.config import GenerationConfig
 from atelier.runs import best_round, evaluation_dir, guided_base_dir, read_json, read_jsonl
 from atelier.stats.intervals import difference_ci
-from atelier.worlds.judgment import paired_difference
+from atelier.worlds.judgment import paired_difference, paired_win_rate
 
 _KEYS = ("object_accuracy", "count_accuracy", "relation_accuracy_cond", "relation_accuracy_uncond", "visor_4")
 
@@ -61,6 +61,13 @@ def _paired_gains(base_eval: Path, best_eval: Path, keys: tuple[str, ...]) -> di
             continue
         gains[key] = {"value": g, "ci95": [g - 1.96 * se, g + 1.96 * se], "se": se}
     return gains
+
+
+def _clip_win_rate(base_eval: Path, best_eval: Path) -> dict | None:
+    try:
+        return paired_win_rate(read_jsonl(best_eval / "judgments.jsonl"), read_jsonl(base_eval / "judgments.jsonl"))
+    except OSError:
+        return None
 
 
 def guided_base_text(gains: dict, metric: str, generation: GenerationConfig) -> str:
@@ -119,8 +126,10 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
         "stop_reason": state.get("stop_reason"),
         # best - base with Newcombe's 95% interval (conservative for these paired evaluations)
         "gain": {k: difference_ci(best[k], base[k]) for k in (metric, "object_accuracy")},
-        # the same, with the paired standard error of atelier.worlds.shapes.paired (what decide uses)
+        # the same, with the paired standard error of atelier.stats.paired (what decide uses)
         "gain_paired": _paired_gains(base_eval, best_eval, (metric, "object_accuracy")),
+        # CCSR's win rate of best over base on the CLIP score, image by image (null without CLIP scores)
+        "clip_win_rate": _clip_win_rate(base_eval, best_eval) if best_no else None,
         # The same prompts judged on ground-truth renders, with and without the relation (shapes world).
         "references": references,
         # The base sampled at the candidates' guidance, and best minus it (paired): did training beat
@@ -155,6 +164,9 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
         lo, hi = data["gain_paired"][metric]["ci95"]
         gain_text += f"; paired 95% CI [{lo:+.3f}, {hi:+.3f}]"
     gate_text = sampling_text(generation) + guided_base_text(data["gain_over_guided_base_paired"], metric, generation)
+    if (wins := data["clip_win_rate"]) is not None:
+        gain_text += (f"; CLIP score win rate over the base {wins['value']:.3f} [{wins['ci95'][0]:.2f}, "
+                      f"{wins['ci95'][1]:.2f}] ({wins['wins']} wins, {wins['ties']} ties within 0.01, {wins['losses']} losses)")
     scale_text = "".join(f" {m.get('label', kind).capitalize()}: {format_share(m.get(metric))}."
                          for kind, m in references.items())
     md = (

@@ -48,3 +48,13 @@ def test_heldout_prompts_follow_the_spec():
     prompts = heldout_prompts(spec, 20, seed=0)
     assert len(prompts) == 20 and all(parse(p).relation in ("above", "below") for p in prompts)
     assert set(prompts) <= set(heldout_captions())
+
+
+def test_right_alone_is_not_a_spatial_word():
+    """'get counts right' asks for counts; 'left', 'to the right of' and the demo's goal stay spatial."""
+    from atelier.worlds.shapes.plan import plan_builtin
+
+    assert plan_builtin("get counts right").metric == "count_accuracy_multi"
+    assert plan_builtin("draw the circle to the right of the square").relations == ["left of", "right of"]
+    demo = plan_builtin("get spatial relations (left, right, above, below) right for two objects")
+    assert demo.relations == ["left of", "right of", "above", "below"] and demo.counts == [2, 3]

@@ -56,3 +56,16 @@ def test_target_confidence_is_the_least_sure_target():
                         {"label": "car", "score": 1.0}]}
     assert target_confidence(j) == pytest.approx(0.6)
     assert target_confidence({**j, "detections": [{"label": "dog", "score": 0.9}]}) == 0.0
+
+
+def test_win_rate_pairs_images_and_ties_within_the_band():
+    from atelier.worlds.judgment import paired_win_rate
+
+    def rows(scores, failed=()):
+        return [{"prompt_index": i // 2, "seed": i, "clip_score": s, "failed": i in failed} for i, s in enumerate(scores)]
+
+    new, old = rows([30.0, 25.005, 20.0, 31.0, None]), rows([29.0, 25.0, 21.0, 10.0, 5.0], failed={3})
+    won = paired_win_rate(list(reversed(new)), old)  # paired by (prompt, seed), not by order
+    assert (won["wins"], won["ties"], won["losses"], won["n"]) == (1, 1, 1, 3)  # a failed and a missing score left out
+    assert won["value"] == pytest.approx(1 / 3) and won["ci95"][0] < 1 / 3 < won["ci95"][1]
+    assert paired_win_rate(rows([None]), rows([1.0])) is None

@@ -10,6 +10,8 @@ model gives no valid answer, falls back to the world's builtin plan and says so 
 
 from __future__ import annotations
 
+import re
+
 import json
 import logging
 from collections.abc import Callable
@@ -102,3 +104,21 @@ def plan_with_agent(config: AgentConfig, request: PlanRequest, record_dir: Path,
         raise PlanError(f"the planner gave no valid plan: {result.error}")
     write_json_atomic(record_file, {**result.record(), "fallback": used, "spec": spec.model_dump(mode="json")})
     return spec
+
+
+def goal_words(text: str, relation_words: dict[str, list[str]], count_words: str) -> tuple[list[str], list[int], list[str]]:
+    """What a builtin planner reads off a goal's words: (relations, counts, why). Each world gives
+    its own patterns (`relation_words`: regex -> the relations it names; `count_words`: a regex
+    whose match means counts 2-3); `why` says which words led where, for the plan's rationale."""
+    text = text.lower()
+    relations: list[str] = []
+    why: list[str] = []
+    for pattern, named in relation_words.items():
+        if m := re.search(pattern, text):
+            relations += [r for r in named if r not in relations]
+            why.append(f"'{m.group(0)}' -> {named}")
+    counts: list[int] = []
+    if m := re.search(count_words, text):
+        counts = [2, 3]
+        why.append(f"'{m.group(0)}' -> counts 2-3")
+    return relations, counts, why

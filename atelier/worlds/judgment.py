@@ -269,3 +269,20 @@ def paired_difference(new: Sequence[dict], old: Sequence[dict], metric: str) -> 
     failed = {(r["prompt_index"], r["seed"]) for r in (*new, *old) if r.get("failed")}
     keep = lambda rows: as_judgments(r for r in rows if (r["prompt_index"], r["seed"]) not in failed)  # noqa: E731
     return paired_ratio_difference(_per_prompt(keep(new), metric), _per_prompt(keep(old), metric))
+
+
+def paired_win_rate(new: Sequence[dict], old: Sequence[dict], metric: str = "clip_score", tie_band: float = 0.01) -> dict | None:
+    """CCSR's win rate of `new` over `old` on a per-image score (the CLIP score by default), image
+    by image on the same (prompt_index, seed): a pair whose scores differ by at most `tie_band`
+    is a tie (atelier.tools.clip_score.win_rate). {'wins', 'ties', 'losses', 'value' (wins /
+    pairs), 'ci95' (Wilson), 'n'}; None when no image has the score on both sides. Images whose
+    judgment failed on either side are left out."""
+    from atelier.tools.clip_score import win_rate
+
+    old_by_key = {(r["prompt_index"], r["seed"]): r for r in old}
+    pairs = [(r[metric], o[metric]) for r in new if (o := old_by_key.get((r["prompt_index"], r["seed"])))
+             and not r.get("failed") and not o.get("failed") and r.get(metric) is not None and o.get(metric) is not None]
+    if not pairs:
+        return None
+    counted = win_rate([a for a, _ in pairs], [b for _, b in pairs], tie_band)
+    return {"wins": counted.wins, "ties": counted.ties, "losses": counted.losses, **share(counted.wins, len(pairs))}

@@ -17,14 +17,13 @@ an error (no silent fallback to the rules).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from atelier.agents.backend import AgentRequest
 from atelier.agents.backends import backend_for
-from atelier.agents.planner import PlanError, TargetSpec
+from atelier.agents.planner import PlanError, TargetSpec, goal_words
 from atelier.agents.questions import YesNoQuestion
 from atelier.atomic import write_json_atomic
 from atelier.config import AgentConfig, VocabularyConfig
@@ -64,19 +63,10 @@ def plan_builtin(goal: str, vocabulary: VocabularyConfig) -> TargetSpec:
     if not classes:
         raise PlanError("vocabulary.classes: the builtin planner needs the classes to write prompts for")
     text = goal.lower()
-    why: list[str] = []
-    relations: list[str] = list(vocabulary.relations)
-    if relations:
-        why.append(f"vocabulary.relations -> {relations}")
-    else:
-        for pattern, rels in _RELATION_WORDS.items():
-            if m := re.search(pattern, text):
-                relations += [r for r in rels if r not in relations]
-                why.append(f"'{m.group(0)}' -> {rels}")
-    counts: list[int] = []
-    if m := re.search(_COUNT_WORDS, text):
-        counts = [2, 3]
-        why.append(f"'{m.group(0)}' -> counts 2-3")
+    relations, counts, why = goal_words(text, _RELATION_WORDS, _COUNT_WORDS)
+    if vocabulary.relations:  # the config's relations win over the goal's words
+        relations = list(vocabulary.relations)
+        why = [w for w in why if "counts" in w] + [f"vocabulary.relations -> {relations}"]
     questions: list[YesNoQuestion] = []
     if relations:
         if len(classes) < 2:

@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from atelier.agents.backend import AgentRequest
 from atelier.agents.backends import backend_for
 from atelier.agents.planner import TargetSpec
-from atelier.agents.prompt_writer import PromptObject, WrittenPrompt, WrittenPrompts
+from atelier.agents.prompt_writer import PromptObject, WritePromptsRequest, WrittenPrompt, WrittenPrompts
 from atelier.atomic import write_json_atomic
 from atelier.config import AgentConfig
 from atelier.worlds.base import WorldPrompt
@@ -61,18 +60,12 @@ def describe(prompt: WorldPrompt) -> WrittenPrompt:
                          relation=prompt.asked.relation, attributes=[])
 
 
-class OpenVocabPromptsRequest(AgentRequest):
-    """spec + target class -> n training prompts that all show the class"""
+class OpenVocabPromptsRequest(WritePromptsRequest):
+    """spec + target class -> n training prompts that all show the class, outside the held-out split"""
 
-    role = "prompt_writer"
     mode = "open_vocab"
-    answer_schema = WrittenPrompts
-    spec: TargetSpec = Field(description="what the loop should improve")
-    n: int = Field(ge=1, le=64, description="prompts to write")
-    target_class: str = Field(description="the object class every prompt must show")
     split: Split = Field(description="the held-out split")
     heldout: frozenset[str] = Field(default=frozenset(), description="held-out prompts, normalised")
-    seed: int = Field(0, description="seeds the builtin writer")
 
     def template_values(self) -> dict[str, str]:
         s = self.split

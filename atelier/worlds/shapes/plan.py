@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from atelier.agents.planner import PlanError, PlanRequest, TargetSpec, plan_with_agent
+from atelier.agents.planner import PlanError, PlanRequest, TargetSpec, goal_words, plan_with_agent
 from atelier.agents.questions import YesNoQuestion
 from atelier.config import AgentConfig
 from atelier.worlds.shapes.scene import COLOURS, MAX_COUNT, RELATIONS, SHAPES
@@ -24,7 +24,8 @@ GOAL_METRICS = ("relation_accuracy_cond", "relation_accuracy_uncond", "count_acc
 
 # Words -> relations. Order matters only for the rationale text.
 _RELATION_WORDS = {
-    r"\bleft\b|\bright\b|left/right|\bhorizontal": ["left of", "right of"],
+    # 'right' alone is not spatial ("get counts right"); 'left' is.
+    r"\bleft\b|\bright (?:of|side)\b|\bto the right\b|\bon the right\b|\bhorizontal": ["left of", "right of"],
     r"\babove\b|\bbelow\b|\bunder\b|\bover\b|\bvertical|top|bottom": ["above", "below"],
     r"\brelation|\bspatial|\bposition|\bplacement|\bwhere\b|\bbeside": list(RELATIONS),
 }
@@ -39,16 +40,7 @@ _GENERAL_QUESTIONS = [
 
 def plan_builtin(goal: str) -> TargetSpec:
     text = goal.lower()
-    why: list[str] = []
-    relations: list[str] = []
-    for pattern, rels in _RELATION_WORDS.items():
-        if m := re.search(pattern, text):
-            relations += [r for r in rels if r not in relations]
-            why.append(f"'{m.group(0)}' -> {rels}")
-    counts: list[int] = []
-    if m := re.search(_COUNT_WORDS, text):
-        counts = [2, 3]
-        why.append(f"'{m.group(0)}' -> counts 2-3")
+    relations, counts, why = goal_words(text, _RELATION_WORDS, _COUNT_WORDS)
     colours = [c for c in COLOURS if re.search(rf"\b{c}\b", text)] or list(COLOURS)
     shapes = [s for s in SHAPES if re.search(rf"\b{s}s?\b", text)] or list(SHAPES)
     named_objects = len(colours) < len(COLOURS) or len(shapes) < len(SHAPES)
