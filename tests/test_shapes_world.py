@@ -55,3 +55,19 @@ def test_one_pipeline_per_run_and_the_base_is_the_base_after_an_adapter(trained,
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(before, after))
     assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(before, with_adapter))
     assert not getattr(world.generator.pipe.unet, "peft_config", None)  # unloaded: trainers start from the base
+
+
+def test_a_model_judges_questions_are_kept_not_recomputed_from_empty_detections():
+    """A VLM judge's answers carry their CCSR score; the world adds detector-answered questions
+    only to rows that have none (a model judge keeps no detections)."""
+    from atelier.agents.questions import ccsr_outcomes
+    from atelier.worlds.shapes.questions import judgment_fields, shapes_questions
+    from atelier.worlds.shapes.scene import parse
+    from atelier.worlds.shapes.world import ShapesWorld
+
+    prompt = "a red circle to the left of a blue square"
+    questions, probes = shapes_questions(parse(prompt))
+    right = ccsr_outcomes(questions, {1: "yes", 2: "yes", 3: "yes", 4: "yes", 5: "yes", 6: "no"})
+    row = {"file": "x.png", "detections": [], **judgment_fields(parse(prompt), probes, questions, right, 0)}
+    kept = ShapesWorld._with_questions(row)
+    assert kept["question_score"] == 6 and [q["outcome"] for q in kept["questions"]][:2] == ["yes", "yes"]

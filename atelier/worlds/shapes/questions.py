@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from atelier.agents.questions import Outcome, YesNoQuestion
-from atelier.worlds.judgment import Probe, answer_probe
-from atelier.worlds.shapes.metrics import GroupJudgment, ImageJudgment
+from atelier.worlds.judgment import Probe, answer_probe, judgment_from_outcomes
+from atelier.worlds.shapes.metrics import asked_of
 from atelier.worlds.shapes.scene import Group, Scene, caption
 
 _PHRASES = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
@@ -58,27 +58,15 @@ def shapes_questions(scene: Scene) -> tuple[list[YesNoQuestion], list[Probe]]:
 
 def judgment_fields(scene: Scene, probes: Sequence[Probe], questions: Sequence[YesNoQuestion],
                     outcome: Mapping[int, Outcome] | None, prompt_index: int) -> dict:
-    """ImageJudgment fields from question outcomes (None = the judge gave no valid answer, which
-    counts as wrong everywhere). A group that is present but not in the asked number has
-    found = -1: a yes/no judge says that the count is off, not what it is."""
-    outcome = outcome or {}
-    said = {(p.kind, p.objects): outcome.get(q.id, "skipped") for p, q in zip(probes, questions)}
-    groups = []
-    for g in scene.groups:
-        present = said.get(("exists", (g.name,))) == "yes"
-        exact = present and said.get(("count", (g.name,))) == "yes"
-        found = g.count if exact else (-1 if present else 0)
-        groups.append(GroupJudgment(name=g.name, expected=g.count, found=found, colour_ok=present, shape_ok=present))
-    object_ok = all(g.found != 0 for g in groups)
-    count_ok = all(g.found == g.expected for g in groups)
-    relation_ok = None
-    if scene.relation is not None:
-        a, b = (g.name for g in scene.groups)
-        relation_ok = object_ok and said.get(("relation", (a, b))) == "yes"
-    judgment = ImageJudgment(
-        prompt=caption(scene), prompt_index=prompt_index, relation=scene.relation,
-        found={g.name: g.found for g in groups if g.found >= 0}, groups=groups, object_ok=object_ok,
-        count_ok=count_ok, colour_ok=object_ok, shape_ok=object_ok, relation_ok=relation_ok,
-        ipr_correct=count_ok and relation_ok is not False,
-    )
+    """Judgment fields from a yes/no judge's outcomes (atelier.worlds.judgment.judgment_from_outcomes:
+    a group present in another number has found = -1), with the questions, their outcomes and the
+    CCSR score, and this world's colour and shape verdicts (right when the object is there).
+    `outcome` None (no valid answer): every question skipped, nothing right; the caller marks the
+    row failed, which leaves it out of every metric."""
+    judgment = judgment_from_outcomes(asked_of(scene), probes, questions, outcome or {}, caption(scene), prompt_index)
+    for group in judgment.groups:
+        group.colour_ok = group.shape_ok = group.found != 0
+    judgment.colour_ok = judgment.shape_ok = judgment.object_ok
+    if outcome is None:
+        judgment.question_score = None
     return judgment.model_dump()

@@ -75,7 +75,7 @@ class ShapesWorld:
     def _with_questions(row: dict) -> dict:
         """The prompt's yes/no questions answered from the exact detector (what CCSR scores),
         where the judge kept detections and asked none itself."""
-        if row.get("questions") or row.get("failed") or row.get("judge_failed"):
+        if row.get("question_score") is not None or row.get("failed"):
             return row
         questions, probes = shapes_questions(parse(row["prompt"]))
         detections = [Detection.from_dict(d) for d in row["detections"]]
