@@ -356,25 +356,29 @@ def test_relabel_uses_the_detections_and_never_says_a_heldout_prompt(world):
                                                               "relation": "left of"},
            "detections": [{"label": "dog", "box": [40, 0, 60, 20], "score": 0.9},
                           {"label": "cat", "box": [0, 0, 20, 20], "score": 0.8}]}
-    assert world.relabel(row) == "a dog to the right of a cat"
+    assert world.relabel(row, []) == "a dog to the right of a cat"
     two = {**row, "detections": [*row["detections"], {"label": "cat", "box": [20, 30, 30, 40], "score": 0.5}]}
-    assert world.relabel(two) == "a dog and two cats"
-    world._heldout.add("a dog to the right of a cat")
-    try:
-        assert world.relabel(row) is None
-    finally:
-        world._heldout.discard("a dog to the right of a cat")
-    assert world.relabel({**row, "detections": []}) is None
+    assert world.relabel(two, []) == "a dog and two cats"
+    # A held-out prompt is never said again (by what it asks, too, when the held-out set is a user's file).
+    held = [WorldPrompt(text="A dog to the right of a cat.",
+                        asked=Asked(objects=(AskedObject(name="dog"), AskedObject(name="cat")), relation="right of"))]
+    assert world.relabel(row, held) is None
+    assert world.relabel({**row, "detections": []}, []) is None
 
 
-def test_relabel_never_says_a_line_of_the_heldout_file(tmp_path):
+def test_a_heldout_file_keeps_its_compositions_out_of_training_and_relabels(tmp_path):
     path = tmp_path / "heldout.txt"
     path.write_text("A dog to the right of a cat.\n")
     world = OpenVocabWorld(config(vocabulary={"heldout_file": str(path)}))  # a resumed run: nothing asked yet
+    spec = world.plan("left and right", tmp_path)
+    heldout = world.heldout_prompts(spec, 40, seed=0)
+    training = world.training_prompts(spec, 40, 1, tmp_path, heldout)
+    said = {(tuple(o.name for o in p.asked.objects), p.asked.relation) for p in training}
+    assert training and (("dog", "cat"), "right of") not in said  # not even "... in a park"
     row = {"asked": {"objects": [{"name": "dog"}, {"name": "cat"}], "relation": "left of"},
            "detections": [{"label": "dog", "box": [40, 0, 60, 20], "score": 0.9},
                           {"label": "cat", "box": [0, 0, 20, 20], "score": 0.8}]}
-    assert world.relabel(row) is None
+    assert world.relabel(row, heldout) is None and world.relabel(row, []) == "a dog to the right of a cat"
 
 
 def test_train_sft_writes_an_adapter_that_diffusers_loads(world, loader_calls, tiny_sd15, tmp_path):

@@ -200,7 +200,7 @@ def curate(state: LoopState, ctx: LoopContext) -> dict:
     out = round_dir(ctx.run_dir, state["round"]) / "dataset"
     if not (out / "metadata.jsonl").exists():
         judgments = [j for f in state["judged"] for j in read_jsonl(Path(f))]
-        rows = ctx.strategy.curate(judgments, ctx.world)
+        rows = ctx.strategy.curate(judgments, ctx.world, read_prompts(state["heldout_file"]))
         images = [Image.open(row["file"]).convert("RGB") for row in rows]
         meta = [{"file_name": f"{i:05d}.png", "text": row["text"], "weight": row["weight"], "kind": row["kind"],
                  "original_prompt": row["prompt"], "source": row["file"],

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from atelier.worlds.base import Progress, World
+from atelier.worlds.base import Progress, World, WorldPrompt
 
 
 class Strategy(Protocol):
@@ -17,8 +17,9 @@ class Strategy(Protocol):
         """(name, node) pairs run in this order between judge and curate; () for none."""
         ...
 
-    def curate(self, judgments: Sequence[dict], world: World) -> list[dict]:
-        """Training rows {file, text, weight, kind, prompt} from a round's judgments ([] = none)."""
+    def curate(self, judgments: Sequence[dict], world: World, heldout: Sequence[WorldPrompt]) -> list[dict]:
+        """Training rows {file, text, weight, kind, prompt} from a round's judgments ([] = none);
+        no row's text may be one of the run's frozen `heldout` prompts."""
         ...
 
     def train(self, world: World, datasets: Sequence[Path], out: Path, init_adapter: str | None, seed: int,

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from atelier.worlds.base import Progress, World
+from atelier.worlds.base import Progress, World, WorldPrompt
 
 
 def target_confidence(judgment: dict) -> float:
@@ -57,7 +57,8 @@ class CCSR:
     def extra_nodes(self) -> Sequence[tuple[str, object]]:
         return ()
 
-    def curate(self, judgments: Sequence[dict], world: World) -> list[dict]:
+    def curate(self, judgments: Sequence[dict], world: World, heldout: Sequence[WorldPrompt]) -> list[dict]:
+        # The kept images carry their own training prompts, which the world wrote outside the held-out set.
         return [{"file": j["file"], "text": j["prompt"], "weight": 1.0, "kind": "best_of_n", "prompt": j["prompt"],
                  "ccsr_score": j["ccsr_score"], "confidence": round(j["confidence"], 4)}
                 for j in best_of_n(judgments, self.threshold)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from atelier.worlds.base import Progress, World
+from atelier.worlds.base import Progress, World, WorldPrompt
 
 
 def ipr_rows(judgments: Sequence[dict], relabel_weight: float, correct_weight: float, do_relabel: bool,
@@ -48,9 +48,9 @@ class IPR:
     def extra_nodes(self) -> Sequence[tuple[str, object]]:
         return ()
 
-    def curate(self, judgments: Sequence[dict], world: World) -> list[dict]:
+    def curate(self, judgments: Sequence[dict], world: World, heldout: Sequence[WorldPrompt]) -> list[dict]:
         t = self.train_config
-        return ipr_rows(judgments, t.relabel_weight, t.correct_weight, t.relabel, world.relabel)
+        return ipr_rows(judgments, t.relabel_weight, t.correct_weight, t.relabel, lambda j: world.relabel(j, heldout))
 
     def train(self, world: World, datasets: Sequence[Path], out: Path, init_adapter: str | None, seed: int,
               progress: Progress | None = None) -> dict:

@@ -63,9 +63,9 @@ class World(Protocol):
         judgment, never an exception."""
         ...
 
-    def relabel(self, judgment: dict) -> str | None:
+    def relabel(self, judgment: dict, heldout: Sequence[WorldPrompt]) -> str | None:
         """IPR: the prompt that describes what a wrong image shows, or None when the world
-        cannot say it (or it would describe a held-out prompt)."""
+        cannot say it or it would say one of the run's frozen `heldout` prompts again."""
         ...
 
     def train_sft(self, datasets: Sequence[Path], out: Path, init_adapter: str | None, seed: int,

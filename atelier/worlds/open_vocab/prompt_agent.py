@@ -27,7 +27,7 @@ from atelier.config import AgentConfig
 from atelier.worlds.base import WorldPrompt
 from atelier.worlds.open_vocab.parse import asked_of_text, normalise
 from atelier.worlds.open_vocab.prompts import write_training
-from atelier.worlds.open_vocab.split import Split
+from atelier.worlds.open_vocab.split import Split, heldout_keys, is_heldout_prompt
 
 log = logging.getLogger("atelier.agents")
 
@@ -42,8 +42,8 @@ def accept(text: str, target_class: str, spec: TargetSpec, split: Split, heldout
     names = [o.name for o in asked.objects]
     if target_class not in names:
         raise ValueError(f"{text!r} does not name a {target_class}")
-    if normalise(text) in heldout:
-        raise ValueError(f"{text!r} is a held-out prompt")
+    if is_heldout_prompt(text, asked, heldout):
+        raise ValueError(f"{text!r} says a held-out prompt again (the same objects, counts and relation)")
     if split.asked_is_heldout(asked):
         raise ValueError(f"{text!r} puts together classes kept for testing")
     if split.text_is_heldout(text, asked):
@@ -65,7 +65,8 @@ class OpenVocabPromptsRequest(WritePromptsRequest):
 
     mode = "open_vocab"
     split: Split = Field(description="the held-out split")
-    heldout: frozenset[str] = Field(default=frozenset(), description="held-out prompts, normalised")
+    heldout: frozenset[str] = Field(default=frozenset(), description="held-out prompts' texts and compositions "
+                                    "(atelier.worlds.open_vocab.split.heldout_keys)")
 
     def template_values(self) -> dict[str, str]:
         s = self.split
@@ -111,14 +112,14 @@ def _salvage(raw: str) -> list[str]:
 
 
 def write_with_model(config: AgentConfig, spec: TargetSpec, split: Split, n: int, seed: int, record_dir: Path,
-                     heldout: Sequence[WorldPrompt]) -> list[WorldPrompt]:
+                     heldout: Sequence[WorldPrompt], compositions: bool = False) -> list[WorldPrompt]:
     """`n` training prompts from the model writer, topped up by the builtin writer when short."""
     record_file = Path(record_dir) / RECORD
     if record_file.exists():
         record = json.loads(record_file.read_text())
         if record.get("n") == n and record.get("seed") == seed:
             return [WorldPrompt.model_validate(p) for p in record["prompts"]]
-    held = frozenset(normalise(p.text) for p in heldout)
+    held = frozenset(heldout_keys(heldout, compositions))
     classes = list(spec.objects)
     order = np.random.default_rng(seed).permutation(len(classes))
     sizes = [min(PROMPTS_PER_REQUEST, n - start) for start in range(0, n, PROMPTS_PER_REQUEST)]
@@ -140,7 +141,7 @@ def write_with_model(config: AgentConfig, spec: TargetSpec, split: Split, n: int
     filled = 0
     if len(prompts) < n:
         log.warning("prompt writer gave %d valid prompts of %d; the builtin writer fills the rest", len(prompts), n)
-        for prompt in write_training(spec, split, n + len(prompts), seed, heldout):
+        for prompt in write_training(spec, split, n + len(prompts), seed, heldout, compositions):
             if normalise(prompt.text) not in seen and len(prompts) < n:
                 seen.add(normalise(prompt.text))
                 prompts.append(prompt)

@@ -25,7 +25,7 @@ from atelier.tools.phrases import count_phrase, describe_relation
 from atelier.worlds.base import WorldPrompt
 from atelier.worlds.judgment import Asked, AskedObject
 from atelier.worlds.open_vocab.parse import asked_of_text, normalise
-from atelier.worlds.open_vocab.split import Split
+from atelier.worlds.open_vocab.split import Split, heldout_keys, is_heldout_prompt
 
 PHOTO_TEMPLATES = ("a photo of {x}", "a close-up photo of {x}", "a realistic photo of {x}", "{x}", "a wide-angle photo of {x}")
 COUNT_TEMPLATES = ("{x}", "a photo of {x}")
@@ -131,10 +131,12 @@ def write_heldout(spec: TargetSpec, split: Split, n: int, seed: int) -> list[Wor
     return prompt_pool(spec, split, heldout=True).draw(n, seed)
 
 
-def write_training(spec: TargetSpec, split: Split, n: int, seed: int, heldout: Sequence[WorldPrompt]) -> list[WorldPrompt]:
-    """`n` training prompts (fewer only if the spec admits fewer), none of them held-out."""
-    held = {normalise(p.text) for p in heldout}
-    return prompt_pool(spec, split, heldout=False).draw(n, seed, skip=lambda p: normalise(p.text) in held)
+def write_training(spec: TargetSpec, split: Split, n: int, seed: int, heldout: Sequence[WorldPrompt],
+                   compositions: bool = False) -> list[WorldPrompt]:
+    """`n` training prompts (fewer only if the spec admits fewer), none of them held-out (with
+    `compositions`, none with a held-out prompt's objects, counts and relation either)."""
+    keys = heldout_keys(heldout, compositions)
+    return prompt_pool(spec, split, heldout=False).draw(n, seed, skip=lambda p: is_heldout_prompt(p.text, p.asked, keys))
 
 
 def read_heldout_file(path: str | Path, classes: Sequence[str], n: int) -> list[WorldPrompt]:

@@ -19,6 +19,7 @@ from itertools import combinations
 
 import numpy as np
 
+from atelier.worlds.base import WorldPrompt
 from atelier.worlds.judgment import Asked
 from atelier.worlds.open_vocab.parse import normalise
 
@@ -73,9 +74,37 @@ def make_split(classes: Sequence[str], settings: Sequence[str]) -> Split:
     return Split(classes, held_pairs, tuple(held), training)
 
 
-def check_disjoint(training: Iterable[str], heldout: Iterable[str]) -> None:
-    """OverlapError naming the training prompts that are also held-out prompts (compared in
-    `normalise`d form)."""
-    held = {normalise(t) for t in heldout}
-    if clash := [t for t in training if normalise(t) in held]:
+def composition(asked: Asked) -> str | None:
+    """What a compositional prompt tests, whatever its wording or place: its objects with counts,
+    in order, and its relation ('dog x1 | cat x1 | left of'). None for a single object drawn once
+    (an appearance prompt: only its text is held out, or CCSR could never train on that class)."""
+    if len(asked.objects) < 2 and asked.relation is None and all(o.count == 1 for o in asked.objects):
+        return None
+    return " | ".join([f"{o.name} x{o.count}" for o in asked.objects] + [asked.relation or "no relation"])
+
+
+def heldout_keys(heldout: Iterable[WorldPrompt], compositions: bool) -> set[str]:
+    """What no training prompt and no relabel may say again: the held-out prompts' normalised
+    texts, and with `compositions` their compositions too ('a dog to the left of a cat' is then not
+    trained on as '... in a park'). A user's held-out file needs compositions; the builtin split
+    keeps whole class pairs (three classes or more) and places out of training already, and with
+    two classes its held-out prompts differ from training by the place alone."""
+    keys = set()
+    for p in heldout:
+        keys.add(normalise(p.text))
+        if compositions and (c := composition(p.asked)) is not None:
+            keys.add(c)
+    return keys
+
+
+def is_heldout_prompt(text: str, asked: Asked, keys: set[str]) -> bool:
+    """Whether a prompt says a held-out prompt again, by its text or its composition."""
+    return normalise(text) in keys or composition(asked) in keys
+
+
+def check_disjoint(training: Iterable[WorldPrompt], heldout: Iterable[WorldPrompt], compositions: bool) -> None:
+    """OverlapError naming the training prompts that say a held-out prompt again, by text
+    (compared in `normalise`d form) or, with `compositions`, by composition."""
+    keys = heldout_keys(heldout, compositions)
+    if clash := [p.text for p in training if is_heldout_prompt(p.text, p.asked, keys)]:
         raise OverlapError(f"{len(clash)} training prompts are held-out prompts, e.g. {clash[0]!r}")

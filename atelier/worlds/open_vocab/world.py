@@ -30,10 +30,10 @@ from atelier.worlds.base import Progress, WorldPrompt
 from atelier.worlds.open_vocab import plan as planning
 from atelier.worlds.open_vocab.judge import asked_of_row, judge_rows
 from atelier.worlds.open_vocab.models import OpenVocabModels
-from atelier.worlds.open_vocab.parse import asked_of_text, normalise
+from atelier.worlds.open_vocab.parse import asked_of_text
 from atelier.worlds.open_vocab.prompt_agent import write_with_model
 from atelier.worlds.open_vocab.prompts import read_heldout_file, write_heldout, write_training
-from atelier.worlds.open_vocab.split import Split, check_disjoint, make_split
+from atelier.worlds.open_vocab.split import Split, check_disjoint, heldout_keys, is_heldout_prompt, make_split
 
 
 def sft_config(cfg: Config, seed: int) -> LatentSFTConfig:
@@ -50,10 +50,6 @@ class OpenVocabWorld:
         self.cfg = cfg
         self.models = OpenVocabModels(cfg)
         self._spec: TargetSpec | None = None
-        self._heldout: set[str] = set()  # normalised held-out prompts: the user's file, and those seen
-        if cfg.vocabulary.heldout_file is not None and Path(cfg.vocabulary.heldout_file).is_file():
-            lines = Path(cfg.vocabulary.heldout_file).read_text(encoding="utf-8").splitlines()
-            self._heldout = {normalise(line) for line in lines if line.strip() and not line.strip().startswith("#")}
 
     @property
     def loads(self):
@@ -71,9 +67,14 @@ class OpenVocabWorld:
         """The frozen held-out split of the spec's classes and the configured settings."""
         return make_split(spec.objects or self.cfg.vocabulary.classes, self.cfg.vocabulary.settings)
 
-    def _remember(self, spec: TargetSpec, heldout: Sequence[WorldPrompt] = ()) -> None:
+    @property
+    def compositions_held(self) -> bool:
+        """A user's held-out file keeps its prompts' compositions out of training and relabels,
+        not just their words (atelier.worlds.open_vocab.split.heldout_keys)."""
+        return self.cfg.vocabulary.heldout_file is not None
+
+    def _remember(self, spec: TargetSpec) -> None:
         self._spec = spec
-        self._heldout |= {normalise(p.text) for p in heldout}
 
     def plan(self, goal: str, record_dir: Path) -> TargetSpec:
         spec = planning.plan(goal, self.cfg.agents.planner, self.cfg.vocabulary, Path(record_dir))
@@ -85,21 +86,22 @@ class OpenVocabWorld:
             prompts = read_heldout_file(self.cfg.vocabulary.heldout_file, self.classes(spec), n)
         else:
             prompts = write_heldout(spec, self.split(spec), n, seed)
-        self._remember(spec, prompts)
+        self._remember(spec)
         return prompts
 
     def training_prompts(self, spec: TargetSpec, n: int, seed: int, record_dir: Path,
                          heldout: Sequence[WorldPrompt]) -> list[WorldPrompt]:
-        self._remember(spec, heldout)
+        self._remember(spec)
         writer = self.cfg.agents.prompt_writer
         match writer.backend:
             case "builtin":
-                prompts = write_training(spec, self.split(spec), n, seed, heldout)
+                prompts = write_training(spec, self.split(spec), n, seed, heldout, self.compositions_held)
             case "openai":
-                prompts = write_with_model(writer, spec, self.split(spec), n, seed, Path(record_dir), heldout)
+                prompts = write_with_model(writer, spec, self.split(spec), n, seed, Path(record_dir), heldout,
+                                           self.compositions_held)
             case _:
                 raise ValueError(f"agents.prompt_writer: unknown backend {writer.backend!r}")
-        check_disjoint([p.text for p in prompts], [p.text for p in heldout])
+        check_disjoint(prompts, heldout, self.compositions_held)
         return prompts
 
     # --- generation, judging, relabelling ---------------------------------------------------
@@ -113,15 +115,17 @@ class OpenVocabWorld:
         clip = self.models.clip
         return judge_rows(rows, spec.questions, self.classes(spec), self.models.detector, clip, self.cfg.agents.judge)
 
-    def relabel(self, judgment: dict) -> str | None:
+    def relabel(self, judgment: dict, heldout: Sequence[WorldPrompt]) -> str | None:
+        """IPR's relabel from the stored detections; None when it would say a held-out prompt
+        again (by text or composition: atelier.worlds.open_vocab.split). Reads nothing but its
+        arguments, so a resumed run relabels as the uninterrupted one did."""
         asked = asked_of_row(judgment)
         if not asked.objects or (asked.relation is not None and len(asked.objects) != 2):
             return None
         detections = [Detection.from_dict(d) for d in judgment.get("detections", [])]
         text = relabel_objects([(o.name, o.count) for o in asked.objects], asked.relation, detections)
-        if text is None or normalise(text) in self._heldout:
-            return None
-        if self._spec is not None and self.split(self._spec).asked_is_heldout(asked_of_text(text, self.classes())):
+        if text is None or is_heldout_prompt(text, asked_of_text(text, [o.name for o in asked.objects]),
+                                             heldout_keys(heldout, self.compositions_held)):
             return None
         return text
 
