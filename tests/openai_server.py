@@ -407,3 +407,75 @@ class OpenAIServer:
                 self._send(200, completion(body, n, reply.content, reply.finish_reason))
 
         return Handler
+
+
+# --- servers that say too much: keys echoed, answers of megabytes ------------------------------
+
+FREE_TEXT = ("rationale", "reason", "summary", "detail")  # the answers' free-text fields
+
+
+def bearer(headers: dict) -> str:
+    """The API key a request carried (its `Authorization: Bearer` token)."""
+    return headers.get("authorization", "").removeprefix("Bearer ")
+
+
+def with_text(answer, text: str, fields: tuple[str, ...] = FREE_TEXT):
+    """The answer with `text` added to its free-text `fields`, at every depth."""
+    if isinstance(answer, dict):
+        return {k: f"{v} {text}" if k in fields and isinstance(v, str) else with_text(v, text, fields)
+                for k, v in answer.items()}
+    if isinstance(answer, list):
+        return [with_text(v, text, fields) for v in answer]
+    return answer
+
+
+def never(body: dict, n: int) -> bool:
+    return False
+
+
+def saying(text: Callable[[dict, int], str], bad: Callable[[dict, int], bool] = never,
+           fields: tuple[str, ...] = FREE_TEXT, schemas: tuple[str, ...] | None = None) -> Script:
+    """Right answers whose free-text `fields` (of the `schemas` named; None = all) also say
+    text(body, n); where bad(body, n), an answer that is not JSON and holds that text."""
+
+    def script(body: dict, n: int) -> Reply:
+        said = text(body, n)
+        if bad(body, n):
+            return Reply(content=f'{{"answers": [{said}')
+        answer = ANSWERS[schema_name(body)](body)
+        if schemas is None or schema_name(body) in schemas:
+            answer = with_text(answer, said, fields)
+        return Reply(content=json.dumps(answer))
+
+    return script
+
+
+class EchoKey:
+    """A careless server that says back the key each request was sent with: in every right
+    answer's free-text fields (a plan's rationale, a judge's reason) and in the invalid answers
+    `bad(body, n)` picks. The key is read from the request's headers, so bind the script to its
+    server: `script = EchoKey(); with OpenAIServer(script) as server: script.server = server`."""
+
+    def __init__(self, bad: Callable[[dict, int], bool] = never):
+        self.server: OpenAIServer | None = None
+        self._script = saying(lambda body, n: f"the key is {bearer(self.server.headers[n])}", bad)
+
+    def __call__(self, body: dict, n: int) -> Reply:
+        return self._script(body, n)
+
+
+MEGABYTES_5 = 5 * 1024 * 1024
+
+
+def huge_text(size: int = MEGABYTES_5) -> str:
+    """`size` characters of words, the same every time."""
+    words = "the model keeps talking and talking "
+    return (words * (size // len(words) + 1))[:size]
+
+
+def huge(bad: Callable[[dict, int], bool] = never, schemas: tuple[str, ...] = ("TargetSpec",),
+         size: int = MEGABYTES_5) -> Script:
+    """Answers of `size` characters: where bad(body, n), text that is not JSON; otherwise a right
+    answer whose free-text fields without a length limit (the plan's rationale) take `size` more."""
+    text = huge_text(size)
+    return saying(lambda body, n: text, bad, fields=("rationale",), schemas=schemas)

@@ -4,7 +4,9 @@ A request names its role, its mode, the pydantic schema of the answer, the value
 template needs and the images it shows. `Backend` is the one base class (as smolagents' Model):
 `BuiltinBackend` answers from rules over detector output, `OpenAIBackend` asks a model over the
 OpenAI chat protocol. A backend never raises for a bad answer: it returns a failed result that
-keeps the raw text, so that the run goes on and the failure stays on record.
+keeps the raw text, so that the run goes on and the failure stays on record. Every result is
+cleaned (`AgentResult.clean`) before it leaves its backend: API keys masked, texts bounded
+(atelier.agents.records).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from atelier.agents import records
 
 
 class AgentRequest(BaseModel):
@@ -74,14 +78,31 @@ class AgentResult:
     latency_s: float = 0.0
     errors: list[str] = field(default_factory=list)  # every validation error, in order
 
+    def clean(self, *keys: str) -> AgentResult:
+        """This result with the configured keys (and `keys`) masked in its raw text, errors and
+        answer, and each of them bounded (atelier.agents.records); in place, returned. An answer
+        that cleaning leaves invalid or still too large makes the result a failed one."""
+        keys = records.current_keys(*keys)
+        if self.answer is not None:
+            try:
+                self.answer = records.clean_answer(self.answer, keys)
+            except ValueError as e:
+                self.ok, self.answer, self.error = False, None, str(e)
+                self.errors.append(self.error)
+        self.raw = records.clean_text(self.raw, records.RAW_LIMIT, keys)
+        if self.error is not None:
+            self.error = records.clean_text(self.error, records.ERROR_LIMIT, keys)
+        self.errors = [records.clean_text(e, records.ERROR_LIMIT, keys) for e in self.errors]
+        return self
+
     def record(self) -> dict:
-        """A JSON-ready record for the run folder."""
-        return {
+        """A JSON-ready record for the run folder, clean even if no backend cleaned the result."""
+        return records.clean_record({
             "role": self.role, "mode": self.mode, "ok": self.ok,
             "answer": self.answer.model_dump(mode="json") if self.answer is not None else None,
             "raw": self.raw, "error": self.error, "errors": self.errors, "attempts": self.attempts,
             "retries": self.retries, "latency_s": round(self.latency_s, 4),
-        }
+        }, records.current_keys())
 
 
 class Backend:

@@ -12,8 +12,10 @@ data URLs. Around each call:
     are off, so `max_retries` means what it says;
   - an answer that is empty, not JSON, off the schema or against the request's rules is sent
     back with the validation error, up to `max_reasks` times, then returned as a failed result
-    holding the raw text. The API key comes from the environment variable the config names and
-    is scrubbed from anything this module returns.
+    holding the raw text. The API key comes from the environment variable the config names;
+    every configured key is masked in what this module returns (raw text, errors, the parsed
+    answer's strings), and each is bounded (atelier.agents.records). An otherwise valid answer
+    that cleaning leaves invalid, or that is too large, is sent back like an invalid one.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from langchain_core.utils.function_calling import convert_to_openai_function
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
 
+from atelier.agents import records
 from atelier.agents.backend import AgentRequest, AgentResult, Backend
 from atelier.agents.endpoints import endpoint_slots
 from atelier.agents.images import png_data_url
@@ -158,6 +161,7 @@ class OpenAIBackend(Backend):
         self.config = config
         self.role = role
         self._key = NO_KEY
+        records.register_key_env(config.api_key_env)
         if config.api_key_env:
             key = os.environ.get(config.api_key_env)
             if not key:
@@ -185,8 +189,9 @@ class OpenAIBackend(Backend):
                     result.ok = True
                     break
                 except _BadAnswer as bad:
-                    error = self._redact(str(bad))
-                    result.raw, result.error = self._redact(bad.raw), error
+                    keys = self._keys()
+                    error = records.clean_text(str(bad), records.ERROR_LIMIT, keys)
+                    result.raw, result.error = records.clean_text(bad.raw, records.RAW_LIMIT, keys), error
                     result.errors.append(error)
                     messages = [*messages, AIMessage(content=bad.raw), HumanMessage(content=reask_text(error))]
             else:
@@ -197,7 +202,7 @@ class OpenAIBackend(Backend):
         if result.ok:
             result.error = None
         result.latency_s = time.perf_counter() - started
-        return result
+        return result.clean(*self._own_key())
 
     def ask_many(self, requests: list[AgentRequest]) -> list[AgentResult]:
         if len(requests) <= 1:
@@ -250,8 +255,15 @@ class OpenAIBackend(Backend):
             request.check(answer)
         except ValueError as e:
             raise _BadAnswer(str(e), text) from None
-        result.raw = self._redact(text)
-        return answer
+        cleaned = answer
+        try:  # what is kept is the cleaned answer, so it must pass the same bar
+            cleaned = records.clean_answer(answer, self._keys())
+            if cleaned is not answer:
+                request.check(cleaned)
+        except ValueError as e:
+            raise _BadAnswer(str(e), text) from None
+        result.raw = text
+        return cleaned
 
     def _call(self, runnable, messages: list[BaseMessage], result: AgentResult) -> AIMessage:
         cfg = self.config
@@ -288,8 +300,15 @@ class OpenAIBackend(Backend):
             cause = cause.__cause__
         return self._redact(text)
 
+    def _own_key(self) -> tuple[str, ...]:
+        return (self._key,) if self._key != NO_KEY else ()
+
+    def _keys(self) -> list[str]:
+        """Every configured key as the environment holds it now, and the one this backend sends."""
+        return records.current_keys(*self._own_key())
+
     def _redact(self, text: str) -> str:
-        return text.replace(self._key, "[redacted]") if self._key != NO_KEY and self._key else text
+        return records.mask(text, self._keys())
 
 
 class _TransportFailure(Exception):

@@ -20,6 +20,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from atelier.agents import records
 from atelier.agents.backend import AgentRequest
 from atelier.agents.backends import backend_for
 from atelier.agents.questions import YesNoQuestion, check_questions
@@ -88,18 +89,24 @@ class PlanRequest(AgentRequest):
 def plan_with_agent(config: AgentConfig, request: PlanRequest, record_dir: Path,
                     fallback: Callable[[], TargetSpec] | None = None) -> TargetSpec:
     """The configured planner's spec. The answer is kept in record_dir/planner.json and reused
-    when the node runs again (after a crash), so a resumed run plans exactly once. When the
+    when the node runs again (after a crash), so a resumed run plans exactly once; the spec, as
+    every agent answer, has its keys masked and its texts bounded (atelier.agents.records). When the
     planner gives no valid answer, `fallback()` (the world's builtin plan) is used and recorded
     as such; without a fallback that is a PlanError."""
     record_file = Path(record_dir) / "planner.json"
-    if record_file.exists():
-        return TargetSpec.model_validate(json.loads(record_file.read_text())["spec"])
+    records.register_key_env(config.api_key_env)
+    if record_file.exists():  # cleaned again: a record kept before answers were cleaned may hold a key or 5 MB
+        spec = TargetSpec.model_validate(json.loads(record_file.read_text())["spec"])
+        try:
+            return records.clean_answer(spec, records.current_keys())
+        except ValueError as e:
+            raise PlanError(f"{record_file} holds a plan that cannot be kept: {e}") from None
     result = backend_for(config, "planner").ask(request)
     if result.ok:
         spec, used = result.answer, None
     elif fallback is not None:
         log.warning("planner gave no valid plan (%s); using the builtin plan", result.error)
-        spec, used = fallback(), "builtin"
+        spec, used = records.clean_answer(fallback(), records.current_keys()), "builtin"
     else:
         raise PlanError(f"the planner gave no valid plan: {result.error}")
     write_json_atomic(record_file, {**result.record(), "fallback": used, "spec": spec.model_dump(mode="json")})
