@@ -210,18 +210,33 @@ def curate(state: LoopState, ctx: LoopContext) -> dict:
     return {"dataset": str(out)}
 
 
+TRAIN_ERROR = "train_error.json"  # under a round's folder: why its training failed (no adapter then)
+
+
 @loop_node("train")
 def train(state: LoopState, ctx: LoopContext) -> dict:
+    """The round's adapter, trained by the strategy. A training whose loss or weights go NaN/inf
+    (FloatingPointError from the trainers' guard) is no crash: the round has no candidate, its
+    one-line reason is recorded in round_NNN/train_error.json, and `decide` rolls it back."""
     cfg = ctx.config
     r = state["round"]
     datasets = [round_dir(ctx.run_dir, q) / "dataset" for q in range(1, r + 1)] if cfg.train.accumulate else [Path(state["dataset"])]
     datasets = [d for d in datasets if (d / "metadata.jsonl").exists() and read_jsonl(d / "metadata.jsonl")]
     if not datasets:  # nothing usable was generated: there is no candidate this round
-        return {"candidate_adapter": None}
+        return {"candidate_adapter": None, "train_error": None}
+    # A training that diverged is recorded, not retrained: a resumed run decides as this one did.
+    error_file = round_dir(ctx.run_dir, r) / TRAIN_ERROR
+    if error_file.exists():
+        return {"candidate_adapter": None, "train_error": read_json(error_file)["error"]}
     out = round_dir(ctx.run_dir, r) / "adapter"
-    ctx.strategy.train(ctx.world, datasets, out, state.get("best_adapter"), cfg.seed * 1000 + r,
-                       progress=lambda step, steps, loss: maybe_die(f"train_step:{step}"))
-    return {"candidate_adapter": str(out)}
+    try:
+        ctx.strategy.train(ctx.world, datasets, out, state.get("best_adapter"), cfg.seed * 1000 + r,
+                           progress=lambda step, steps, loss: maybe_die(f"train_step:{step}"))
+    except FloatingPointError as e:  # the trainers' NaN/inf guard (atelier.tools.train_loop): no adapter was saved
+        error = " ".join(str(e).split())
+        write_json_atomic(error_file, {"error": error, "type": type(e).__name__})
+        return {"candidate_adapter": None, "train_error": error}
+    return {"candidate_adapter": str(out), "train_error": None}
 
 
 @loop_node("evaluate")
@@ -251,7 +266,9 @@ def _paired_gain(ctx: LoopContext, state: LoopState, r: int) -> tuple[float, flo
 def decide(state: LoopState, ctx: LoopContext) -> dict:
     cfg = ctx.config
     r = state["round"]
-    if state.get("candidate_metrics") is None:
+    if state.get("train_error"):
+        promoted, gain, noise, reason = False, None, None, f"training failed: {state['train_error']}"
+    elif state.get("candidate_metrics") is None:
         promoted, gain, noise, reason = False, None, None, "no training data this round: nothing to evaluate"
     else:
         try:

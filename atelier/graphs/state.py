@@ -28,7 +28,7 @@ class RoundRecord(TypedDict):
     round: int
     metrics: dict  # held-out metrics (atelier.worlds.judgment.summarize)
     promoted: bool
-    adapter: str | None  # None when a round had no training data
+    adapter: str | None  # None when a round had no training data or its training failed
     gain: float | None  # candidate - best, on the target metric
     noise: float | None  # standard error of that difference
     reason: str
@@ -43,7 +43,8 @@ class LoopState(TypedDict, total=False):
     prompts_file: str
     judged: Annotated[list[str], merge_batches]
     dataset: str
-    candidate_adapter: str
+    candidate_adapter: str | None  # None: no training data, or the training failed
+    train_error: str | None  # why this round's training failed (one line), None when it did not; set by train each round
     candidate_metrics: dict
     best_adapter: str | None  # None = the base model
     best_metrics: dict

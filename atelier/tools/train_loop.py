@@ -1,6 +1,9 @@
 """The optimizer loop every LoRA trainer shares (shapes SFT, latent SFT, Diffusion-DPO): gradient
 accumulation, a NaN/inf guard, gradient clipping, and a per-step training log.
 
+The guard raises FloatingPointError with one line (what diverged, at which step, the lr): the
+loop's `train` node turns exactly that into a rejected round, so the message is its reason.
+
 A trainer supplies `micro_batches(step)`: a generator yielding (loss, metrics) for each
 micro-batch of one optimizer step. Each loss is back-propagated before the next micro-batch is
 computed, so only one micro-batch's activations live at a time.
@@ -88,11 +91,25 @@ def run_optimizer_steps(
         if max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
+        # A finite loss can still take a step to infinite weights (a huge lr, an overflowing
+        # gradient); without this a last step would save an adapter of infs and NaNs.
+        if not weights_finite(params):
+            raise FloatingPointError(
+                f"{what} weights are not finite after step {step}; lower lr (now {lr}) or check the base model"
+            )
         losses.append(step_loss)
         log.write(step, loss=step_loss, lr=lr, **step_metrics)
         if progress is not None:
             progress(step + 1, steps, step_loss)
     return losses
+
+
+def weights_finite(params: list[torch.Tensor]) -> bool:
+    """Whether every weight is finite, with one device sync for all of them."""
+    if not params:
+        return True
+    norms = torch._foreach_norm([p.detach() for p in params])
+    return bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())
 
 
 def endless_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
