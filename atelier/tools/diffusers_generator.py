@@ -25,6 +25,7 @@ from transformers.utils import logging as transformers_logging
 
 from atelier.tools.adapter_gate import gate_adapter_by_timestep
 from atelier.tools.dtype import resolve_dtype
+from atelier.tools.lora import adapter_lora_keys, check_adapter_loaded, pipeline_lora_modules
 
 ADAPTER_NAME = "atelier"
 DEFAULT_STEPS = 25  # enough for DPM-Solver++ 2M on SD-class models
@@ -94,18 +95,30 @@ def quiet_loading() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def load_adapter(pipe, adapter: str | Path, scale: float = 1.0, min_timestep: int = 0):
+def load_adapter(pipe, adapter: str | Path, scale: float = 1.0, min_timestep: int = 0, allow_partial: bool = False):
     """A diffusers-format LoRA folder into `pipe`, applied at `scale`, at the sampling timesteps
     from `min_timestep` up (0 = every step; atelier.tools.adapter_gate). Returns the gate's hook
-    handle (None without a gate), to remove it when the adapter is unloaded."""
+    handle (None without a gate), to remove it when the adapter is unloaded.
+
+    The adapter must load whole: diffusers drops LoRA keys that match no module of the model
+    (another architecture's adapter, renamed modules) without a word, and the pipeline would
+    sample with the rest. Here that is a ValueError naming the keys, and the pipeline is left
+    without the adapter; `allow_partial=True` warns instead and keeps the part that loaded."""
     # UNet-only adapters (atelier trains the UNet by default) make diffusers warn, once per
-    # load, that the text encoder got no LoRA keys; that buries a loop's progress lines.
+    # load, that the text encoder got no LoRA keys; that buries a loop's progress lines. The
+    # keys that did not load are checked below instead.
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()
     try:
         pipe.load_lora_weights(str(adapter), adapter_name=ADAPTER_NAME)
+        keys = adapter_lora_keys(pipe, adapter)
     finally:
         diffusers_logging.set_verbosity(level)
+    try:
+        check_adapter_loaded(adapter, keys, pipeline_lora_modules(pipe), ADAPTER_NAME, allow_partial)
+    except ValueError:
+        pipe.delete_adapters([ADAPTER_NAME])
+        raise
     pipe.set_adapters([ADAPTER_NAME], [scale])
     return gate_adapter_by_timestep(pipe.unet, min_timestep)
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,14 +73,108 @@ def add_lora(
     return params
 
 
+# --- checking that an adapter loaded whole ----------------------------------------------------
+# diffusers loads the LoRA keys that match a module and drops the rest with at most a log line
+# (which atelier turns down while loading): an adapter whose keys name modules this model lacks
+# would sample with part of its weights. Every load in atelier is checked against the file.
+
+# The end of a LoRA matrix's key in each naming diffusers reads: its own (`lora.down`/`lora.up`,
+# text encoders `lora_linear_layer.down`/`.up`), peft's (`lora_A`/`lora_B`, embeddings
+# `lora_embedding_A`/`_B`), kohya's (`lora_down`/`lora_up`) and the old attention processors'
+# (`to_q_lora.down`). What comes before it is the module's path.
+_LORA_MATRIX = re.compile(
+    r"(?:\.lora[._](?:down|up)|_lora\.(?:down|up)|\.lora_linear_layer\.(?:down|up)|\.lora_[AB]|\.lora_embedding_[AB])"
+    r"(?:\.weight)?$"
+)
+
+
+CONTINUE_REFUSAL = "training on from part of it would save only that part"
+
+
+def _injected_modules(modules: dict[str, torch.nn.Module], adapter_name: str) -> set[str]:
+    """"<component>.<module path>" of every module carrying `adapter_name`'s LoRA weights."""
+    injected = re.compile(rf"^(.+)\.lora_(?:A|B|embedding_A|embedding_B)\.{re.escape(adapter_name)}(?:\.weight)?$")
+    return {f"{component}.{m.group(1)}" for component, module in modules.items()
+            for name, _ in module.named_parameters() if (m := injected.match(name))}
+
+
+def unloaded_lora_keys(lora_keys: Sequence[str], modules: dict[str, torch.nn.Module], adapter_name: str) -> list[str]:
+    """The keys among `lora_keys` (LoRA matrices as diffusers' `lora_state_dict` names them:
+    "unet.<module>.lora.down.weight", "text_encoder.<module>.lora_A.weight", ...) whose module
+    carries no weights of `adapter_name` in `modules` ({"unet": unet, "text_encoder": ...}):
+    the keys a load dropped. Keys of a component not in `modules` count as dropped."""
+    loaded = _injected_modules(modules, adapter_name)
+    dropped = []
+    for key in lora_keys:
+        if (end := _LORA_MATRIX.search(key)) is None:
+            continue  # not a LoRA matrix (alphas, DoRA magnitudes): not counted
+        module = key[: end.start()].replace(".processor.", ".")
+        if module not in loaded:
+            dropped.append(key)
+    return dropped
+
+
+def lora_matrix_keys(keys: Sequence[str]) -> list[str]:
+    """The keys of LoRA matrices (down/up, A/B) among a state dict's keys."""
+    return [k for k in keys if _LORA_MATRIX.search(k)]
+
+
+def check_adapter_loaded(
+    adapter: str | Path,
+    lora_keys: Sequence[str],
+    modules: dict[str, torch.nn.Module],
+    adapter_name: str,
+    allow_partial: bool = False,
+    model: str = "this model",
+    refusal: str = "it was not loaded (allow_partial=True loads the rest)",
+) -> None:
+    """Refuse (ValueError, one line, ending in `refusal`) an adapter that loaded in part: some of
+    its LoRA tensors (`lora_keys`, as diffusers read them from the file) found no module in
+    `modules`. With `allow_partial` it warns instead and the part that matched stays loaded."""
+    matrices = lora_matrix_keys(lora_keys)
+    dropped = unloaded_lora_keys(matrices, modules, adapter_name)
+    if not dropped:
+        return
+    named = ", ".join(dropped[:5]) + (f", ... ({len(dropped) - 5} more)" if len(dropped) > 5 else "")
+    message = (f"adapter {adapter}: {len(dropped)} of {len(matrices)} tensors match no module of {model}: {named}")
+    if not allow_partial:
+        raise ValueError(f"{message}; {refusal}")
+    warnings.warn(message + f"; loaded the other {len(matrices) - len(dropped)} (allow_partial)", stacklevel=3)
+
+
+def adapter_lora_keys(pipe, adapter: str | Path, **kwargs) -> list[str]:
+    """The keys of `adapter` (a folder or a weights file) as `pipe.load_lora_weights` reads them:
+    through the pipeline's own `lora_state_dict`, which converts other naming schemes (kohya,
+    SGM block names) to diffusers'."""
+    if getattr(pipe, "unet", None) is not None:
+        kwargs.setdefault("unet_config", pipe.unet.config)  # SDXL's SGM block names, as load_lora_weights does
+    out = pipe.lora_state_dict(str(adapter), **kwargs)
+    state = out[0] if isinstance(out, tuple) else out
+    return list(state)
+
+
+def pipeline_lora_modules(pipe) -> dict[str, torch.nn.Module]:
+    """The pipeline's components that LoRA weights load into ("unet", "text_encoder", ...)."""
+    names = getattr(pipe, "_lora_loadable_modules", None) or [UNET_PREFIX, *TEXT_ENCODERS]
+    return {n: m for n in names if isinstance(m := getattr(pipe, n, None), torch.nn.Module)}
+
+
 def load_adapter_into(unet, adapter_dir: str | Path, adapter_name: str) -> list[torch.nn.Parameter]:
     """Load a saved adapter into `unet` as `adapter_name`, trainable (the rest frozen), to continue
-    training from it. Returns its LoRA parameters."""
+    training from it. Returns its LoRA parameters. Every LoRA tensor of the file must load into
+    the UNet (a text-encoder or unmatched key is an error: training on would drop it)."""
     weights = Path(adapter_dir) / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"no LoRA weights at {weights}")
     unet.requires_grad_(False)
     unet.load_lora_adapter(str(adapter_dir), weight_name=ADAPTER_WEIGHTS, prefix=UNET_PREFIX, adapter_name=adapter_name)
+    keys, _ = StableDiffusionLoraLoaderMixin.lora_state_dict(str(adapter_dir), weight_name=ADAPTER_WEIGHTS)
+    try:
+        check_adapter_loaded(adapter_dir, list(keys), {UNET_PREFIX: unet}, adapter_name, model="this UNet",
+                             refusal=CONTINUE_REFUSAL)
+    except ValueError:
+        unet.delete_adapters(adapter_name)
+        raise
     unet.set_adapter(adapter_name)
     params = lora_parameters(unet, adapter_name)
     if not params:
@@ -252,6 +348,9 @@ def attach_trainable_lora(
             for m in (pipe.unet, *text_encoders):
                 m.requires_grad_(False)
             pipe.load_lora_weights(str(init_adapter), adapter_name=adapter_name)
+            # Continuing from part of an adapter would save only that part: no allow_partial here.
+            check_adapter_loaded(init_adapter, adapter_lora_keys(pipe, init_adapter), pipeline_lora_modules(pipe),
+                                 adapter_name, refusal=CONTINUE_REFUSAL)
             params = [p for m in (pipe.unet, *text_encoders) for p in lora_parameters(m, adapter_name)]
             if text_encoder_targets is None and len(params) != len(lora_parameters(pipe.unet, adapter_name)):
                 raise ValueError(f"{init_adapter} has text-encoder LoRA weights; this config trains the UNet only")
