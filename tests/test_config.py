@@ -166,3 +166,29 @@ def test_a_config_error_has_no_pydantic_prefix(tmp_path):
         load_config(EXAMPLE, ["vocabulary.classes=[dog]"])
     assert str(e.value).startswith("vocabulary: the shapes world") or str(e.value).startswith("the shapes world")
     assert "Value error" not in str(e.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    (["decide.metric=clip_score"], "decide.metric 'clip_score': this world measures"),  # the shapes world has no CLIP
+    (["decide.max_drop={clip_score: 1.0}"], "decide.max_drop: clip_score is not measured here"),
+    (["budget.heldout_prompts=81"], "the shapes world's held-out split has 80 prompts"),
+    (["device=cuda", "generation.dtype=float16"], "the shapes model samples in float32 or under bfloat16"),
+])
+def test_what_the_shapes_world_cannot_do_is_refused_before_a_run(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(EXAMPLE, override)
+
+
+def test_what_an_open_vocab_run_would_reject_later_is_refused_now(tmp_path):
+    base = _open_vocab(tmp_path)
+    assert "clip_score" in load_config(EXAMPLE, base).world_metrics
+    for override, message in [
+        ("decide.metric=colour_accuracy", "decide.metric 'colour_accuracy': this world measures"),
+        ("vocabulary.heldout_file=" + str(tmp_path / "missing.txt"), "no such file"),
+        ("detector.dtype=float16", "detector.dtype 'float16' on device 'cpu'"),
+        ("clip.dtype=float16", "clip.dtype 'float16' on device 'cpu'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(EXAMPLE, [*base, override])
+    with pytest.raises(ConfigError, match="decide.metric 'clip_score'"):  # no CLIP scorer, no CLIP score
+        load_config(EXAMPLE, [*base, "clip.model=null", "decide.metric=clip_score"])

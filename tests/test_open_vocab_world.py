@@ -343,10 +343,12 @@ def test_failing_vlm_judge_gives_failed_rows_not_exceptions(world, judged_rows, 
         judged = with_judge(world, openai_agent(server.url, max_reasks=0)).judge(rows, spec)
     builtin = world.judge(rows, spec)
     for out, plain in zip(judged, builtin):
-        assert out["failed"] is True and out["failure"]["role"] == "judge" and out["failure"]["error"]
+        assert out["failure"]["role"] == "judge" and out["failure"]["error"] and out["question_score"] is None
         for key in ("object_ok", "count_ok", "relation_ok", "found", "detections", "clip_score"):
-            assert out[key] == plain[key]  # the detector's verdicts stay
-    assert summarize(judged)["n_failed"] == 4 and summarize(judged)["n_images"] == 0
+            assert out[key] == plain[key]  # the detector's verdicts stay, and count
+    metrics = summarize(judged)
+    assert metrics["n_judge_failures"] == 4 and metrics["n_failed"] == 0 and metrics["n_images"] == 4
+    assert metrics["question_score"]["n"] == 0 and metrics["object_accuracy"] == summarize(builtin)["object_accuracy"]
 
 
 def test_relabel_uses_the_detections_and_never_says_a_heldout_prompt(world):
@@ -423,3 +425,12 @@ def test_pairs_are_counted_as_pairs_in_prompts_and_questions():
     assert [(o.name, o.count) for o in asked.objects] == [("skis", 2), ("scissors", 1)]
     texts = [q.text for q in asked_questions(Asked(objects=(AskedObject(name="skis", count=2),)))[0]]
     assert "Are there exactly two pairs of skis?" in texts and "Is there a pair of skis?" in texts
+
+
+def test_a_model_that_cannot_be_loaded_is_one_line(tmp_path):
+    from atelier.runs import RunError
+
+    world = OpenVocabWorld(config(model="nobody/no-such-model"))  # offline: not in any cache
+    with pytest.raises(RunError, match="cannot load the generator 'nobody/no-such-model'") as e:
+        world.sample(["a dog"], [0], 7.5, None)
+    assert "\n" not in str(e.value)

@@ -40,7 +40,11 @@ class LoadedGenerator:
             self.pipe.unload_lora_weights()
             self.adapter = None
         if adapter is not None:
-            self._gate = load_adapter(self.pipe, adapter, self.scale, self.min_timestep)
+            try:
+                self._gate = load_adapter(self.pipe, adapter, self.scale, self.min_timestep)
+            except BaseException:
+                self.pipe.unload_lora_weights()  # a half-loaded adapter must not stay in the base
+                raise
             self.adapter = adapter
 
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], guidance: float, adapter: str | Path | None,

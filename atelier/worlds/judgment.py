@@ -5,7 +5,8 @@ found: detections with boxes and scores, per-object counts, the relation by VISO
 centres, strict), the yes/no questions with their outcomes and CCSR score, rubric scores with
 reasons, the CLIP score, and a failure record when a judge could not answer. A failed judgment
 is left out of every metric and counted beside it (`n_failed`): a judge that could not answer
-says nothing about the image.
+says nothing about the image. A judgment whose detector verdicts stand but whose model judge
+failed keeps them, with `question_score` None and the failure recorded (`n_judge_failures`).
 
 Metrics (Gokhale et al. 2022, VISOR; Tang et al. 2024, CCSR):
   object_accuracy          every asked object found at least once
@@ -86,7 +87,7 @@ class Judgment(BaseModel):
     rubric: dict | None = None
     clip_score: float | None = None
     failed: bool = False  # the judge gave no valid answer: left out of every metric
-    failure: dict | None = None  # {role, error, raw}
+    failure: dict | None = None  # {role, error, raw}; set with failed, or alone when only the model judge failed
 
 
 def relation_holds(relation: str, first: Sequence[Detection], second: Sequence[Detection]) -> bool:
@@ -221,7 +222,8 @@ def as_judgments(rows: Iterable[dict | Judgment]) -> list[Judgment]:
 
 def summarize(judgments: Iterable[dict | Judgment]) -> dict:
     """Metrics over judged images (prompts told apart by `prompt_index`): each key a dict
-    {'value', 'ci95', 'n'}, plus n_images and n_failed."""
+    {'value', 'ci95', 'n'}, plus n_images, n_failed (left out of every metric) and n_judge_failures
+    (a model judge that gave no answer, whether or not a detector's verdicts stand)."""
     judgments = as_judgments(judgments)
     totals: dict[str, list[float]] = defaultdict(lambda: [0, 0])
     values: dict[str, list[float]] = defaultdict(list)
@@ -235,7 +237,8 @@ def summarize(judgments: Iterable[dict | Judgment]) -> dict:
     for j in judgments:
         if j.relation is not None and not j.failed:
             right_per_prompt[j.prompt_index] += bool(j.relation_ok)
-    metrics: dict = {"n_images": sum(not j.failed for j in judgments), "n_failed": sum(j.failed for j in judgments)}
+    metrics: dict = {"n_images": sum(not j.failed for j in judgments), "n_failed": sum(j.failed for j in judgments),
+                     "n_judge_failures": sum(j.failure is not None for j in judgments)}
     for key in SHARE_KEYS:
         metrics[key] = share(int(totals[key][0]), int(totals[key][1]))
     for level in VISOR_LEVELS:

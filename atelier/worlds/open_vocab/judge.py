@@ -85,7 +85,9 @@ def _ask_model(rows: list[dict], judgments: list[Judgment], questions: list[tupl
         if result.ok:
             out[i] = _with_outcomes(out[i], questions[i][0], {a.id: a.answer for a in result.answer.answers})
         else:
+            # The detector's verdicts (objects, counts, relation, CLIP) stand and are counted; only
+            # the questions are unanswered: question_score None leaves the image out of that metric.
             out[i] = out[i].model_copy(update={
-                "failed": True, "failure": {"role": "judge", "error": result.error, "raw": result.raw},
+                "question_score": None, "failure": {"role": "judge", "error": result.error, "raw": result.raw},
             })
     return out

@@ -12,16 +12,30 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
 from atelier.config import Config
+from atelier.runs import RunError
 from atelier.tools.clip_score import ClipScorer, ClipScorerConfig
 from atelier.tools.diffusers_generator import load_diffusers_pipeline
+from atelier.tools.dtype import resolve_dtype
 from atelier.tools.generate import generation_options
 from atelier.tools.open_vocab_detector import OpenVocabDetector, OpenVocabDetectorConfig
 from atelier.worlds.generator import LoadedGenerator
-from atelier.tools.dtype import resolve_dtype
+
+
+@contextmanager
+def loading(what: str, name: str) -> Iterator[None]:
+    """A model that cannot be loaded (a hub id not in the cache offline, a wrong folder, a dtype
+    the device cannot run) ends the run in one line, not a traceback."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise RunError(f"cannot load the {what} {name!r}: {first[:300]}") from e
 
 
 class OpenVocabModels:
@@ -37,7 +51,8 @@ class OpenVocabModels:
     def generator(self) -> LoadedGenerator:
         if self._generator is None:
             g = self.cfg.generation
-            pipe = load_diffusers_pipeline(self.cfg.model, None, 1.0, self.cfg.device, generation_options(g))
+            with loading("generator", self.cfg.model):
+                pipe = load_diffusers_pipeline(self.cfg.model, None, 1.0, self.cfg.device, generation_options(g))
             self._generator = LoadedGenerator(pipe, steps=g.steps, batch_size=g.batch_size, scale=g.lora_scale,
                                               min_timestep=g.adapter_min_timestep)
             self.loads["generator"] += 1
@@ -47,18 +62,20 @@ class OpenVocabModels:
     def detector(self) -> OpenVocabDetector:
         if self._detector is None:
             d = self.cfg.detector
-            self._detector = OpenVocabDetector(OpenVocabDetectorConfig(
-                architecture=d.architecture, model=d.model, device=self.cfg.device, score_threshold=d.score_threshold,
-                dtype=resolve_dtype(d.dtype, self.cfg.device, autocast=False)))
+            with loading("detector", d.model):
+                self._detector = OpenVocabDetector(OpenVocabDetectorConfig(
+                    architecture=d.architecture, model=d.model, device=self.cfg.device, score_threshold=d.score_threshold,
+                    dtype=resolve_dtype(d.dtype, self.cfg.device, autocast=False)))
             self.loads["detector"] += 1
         return self._detector
 
     @property
     def clip(self) -> ClipScorer | None:
         if self._clip is None and self.cfg.clip.model is not None:
-            self._clip = ClipScorer(ClipScorerConfig(model=self.cfg.clip.model, device=self.cfg.device,
-                                                            dtype=resolve_dtype(self.cfg.clip.dtype, self.cfg.device,
-                                                                                autocast=False)))
+            with loading("CLIP scorer", self.cfg.clip.model):
+                self._clip = ClipScorer(ClipScorerConfig(model=self.cfg.clip.model, device=self.cfg.device,
+                                                         dtype=resolve_dtype(self.cfg.clip.dtype, self.cfg.device,
+                                                                             autocast=False)))
             self.loads["clip"] += 1
         return self._clip
 

@@ -18,14 +18,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from atelier.agents.planner import TargetSpec
 from atelier.config import Config
-from atelier.tools.relabel import relabel_objects
+from atelier.runs import RunError
 from atelier.tools.detection import Detection
 from atelier.tools.edit import DEFAULT_STRENGTH, EditResult, edit
 from atelier.tools.latent_sft import LatentSFTConfig, train_latent_lora_sft
+from atelier.tools.relabel import relabel_objects
 from atelier.worlds.base import Progress, WorldPrompt
 from atelier.worlds.open_vocab import plan as planning
 from atelier.worlds.open_vocab.judge import asked_of_row, judge_rows
@@ -134,7 +136,12 @@ class OpenVocabWorld:
     def train_sft(self, datasets: Sequence[Path], out: Path, init_adapter: str | None, seed: int,
                   progress: Progress | None = None) -> dict:
         pipe = self.models.generator.base_pipeline()
-        return train_latent_lora_sft(pipe, list(datasets), out, sft_config(self.cfg, seed), init_adapter=init_adapter,
+        sft = sft_config(self.cfg, seed)
+        if pipe.unet.dtype == torch.float16 and not sft.bf16:
+            # float16 activations with no loss scaling underflow: refuse rather than train on zeros.
+            raise RunError("the pipeline is in float16 (generation.dtype 'auto' on a GPU without bfloat16, or "
+                           "'float16'), and LoRA training needs bfloat16 or float32: set generation.dtype: float32")
+        return train_latent_lora_sft(pipe, list(datasets), out, sft, init_adapter=init_adapter,
                                      progress=progress)
 
     def references(self, prompts: Sequence[WorldPrompt], images_per_prompt: int,
