@@ -103,8 +103,13 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
         with staged_dir(out / "images") as tmp:
             for name, img in zip(names, images):
                 img.save(tmp / name)
-    judgments = ctx.world.judge(_rows(prompts, items, seeds, [out / "images" / n for n in names]), _spec(state))
-    write_jsonl_atomic(out / "judgments.jsonl", judgments)
+    judgments_file = out / "judgments.jsonl"
+    if judgments_file.exists():  # judged before a crash: a model judge is not asked again (nor answers anew)
+        judgments = read_jsonl(judgments_file)
+    else:
+        judgments = ctx.world.judge(_rows(prompts, items, seeds, [out / "images" / n for n in names]), _spec(state))
+        write_jsonl_atomic(judgments_file, judgments)
+        maybe_die("evaluate:judged")  # between the judgments and the metrics, for the resume tests
     metrics = summarize(judgments)
     metrics["seed"] = cfg.seed
     metrics["guidance_scale"] = guidance
