@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from atelier.agents.backend import AgentRequest
 from atelier.agents.backends import backend_for
+from atelier.agents import records
 from atelier.agents.planner import PlanError, TargetSpec, goal_words
 from atelier.agents.questions import YesNoQuestion
 from atelier.atomic import write_json_atomic
@@ -137,8 +138,9 @@ def plan_with_model(planner: AgentConfig, goal: str, vocabulary: VocabularyConfi
     """The model planner's spec, kept in record_dir/planner.json and reused when that exists.
     PlanError (one line) when the model gives no valid answer after its re-asks."""
     record_file = Path(record_dir) / "planner.json"
-    if record_file.exists():
-        return TargetSpec.model_validate(json.loads(record_file.read_text())["spec"])
+    if record_file.exists():  # a record written before keys were masked is masked on the way back in
+        stored = TargetSpec.model_validate(json.loads(record_file.read_text())["spec"])
+        return records.clean_answer(stored, records.current_keys())
     request = OpenVocabPlanRequest(goal=goal, classes=tuple(vocabulary.classes), relations=tuple(vocabulary.relations))
     result = backend_for(planner, "planner").ask(request)
     if not result.ok:
