@@ -27,6 +27,10 @@ def _fail(message: str) -> int:
 
 
 def cmd_run(args) -> int:
+    from atelier.runs import check_run_id
+
+    if args.run_id is not None:
+        check_run_id(args.run_id)  # before the config is read or anything is written
     from atelier.config import load_config
     from atelier.loop import start_run
 
@@ -62,6 +66,8 @@ def cmd_status(args) -> int:
         print(f"  round {r['round']}  {metric} {format_share(r['metrics'].get(metric))}  object_accuracy "
               f"{format_share(r['metrics'].get('object_accuracy'))}  {mark}: {r['reason']}")
     print(f"  best adapter: {summary['best_adapter'] or 'base model'}")
+    if summary["reason"]:
+        print(f"  {summary['state']}: {summary['reason']}")
     if summary["error"]:
         print(f"  error: {summary['error']}")
     return 0
@@ -71,12 +77,15 @@ def cmd_runs(args) -> int:
     from atelier.runs import get_status, list_runs
 
     root = Path(args.run_dir)
-    runs = list_runs(root)
+    runs = list_runs(root)  # RunError when root is not a folder
     if not runs:
         print(f"no runs in {root}")
-    for path in runs:
+    for path in runs:  # one bad run is marked, never hides the others
         s = get_status(path)
-        print(f"{path.name}  {s.get('state', '?'):9s} {s.get('node') or '':24s} {s.get('updated', '')}")
+        line = f"{path.name}  {str(s.get('state', '?')):10s} {str(s.get('node') or ''):24s} {s.get('updated', '')}"
+        if s.get("state") in ("failed", "stopped", "unreadable"):
+            line += f"  {s.get('error') or s.get('reason') or ''}"
+        print(line.rstrip())
     return 0
 
 
@@ -372,7 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ConfigError, PlanError, RunError, CaptionError, FileNotFoundError) as e:
         return _fail(str(e))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if (signum := getattr(e, "signum", None)) is not None:  # atelier.loop.RunStopped: the run's status says stopped
+            print(f"atelier: {e}", file=sys.stderr)
+            return 128 + signum  # 130 for Ctrl-C (SIGINT), 143 for SIGTERM
         print("interrupted; `atelier resume RUN_ID` continues a run", file=sys.stderr)
         return 130
 

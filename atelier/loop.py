@@ -1,14 +1,23 @@
 """Start, resume and inspect runs of the loop: the glue between the CLI and the graph.
 
 A run lives in <run_dir>/<run_id>/: config.yaml (the validated config), checkpoints.sqlite
-(LangGraph's SQLite checkpointer, thread id = run id), status.json, and every node's outputs.
+(LangGraph's SQLite checkpointer, thread id = run id), status.json, run.lock, and every node's
+outputs. The run id is one safe path component (runs.check_run_id), checked before anything is
+written. One process drives a run at a time (runs.RunLock, a flock the kernel drops when the
+process dies); SIGINT/SIGTERM stop it with status 'stopped'; a write the disk refuses ends it
+with one line and status 'failed'. `atelier resume` continues from any of these.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import sqlite3
+import sys
+import threading
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -21,7 +30,8 @@ from atelier.graphs.graph import compile_graph
 from atelier.graphs.state import LoopContext
 from atelier.strategies import strategy_for
 from atelier.worlds import load_world
-from atelier.runs import CHECKPOINT_DB, RunError, evaluation_dir, get_status, new_run_id, read_json, set_status
+from atelier.runs import (CHECKPOINT_DB, RunError, RunLock, check_run_id, disk_error, evaluation_dir, get_status,
+                          lock_held, new_run_id, read_json, set_status)
 
 console = Console(stderr=True, soft_wrap=True)
 _NODE_ORDER = ["plan", "baseline", "write_prompts", "generate", "judge", "curate", "train", "evaluate", "decide", "report"]
@@ -32,9 +42,89 @@ def _checkpointer(run_dir: Path) -> SqliteSaver:
     return SqliteSaver(conn)
 
 
+class RunStopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a run: its status says 'stopped' and how to resume it; the
+    CLI exits 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    def __init__(self, signum: int, run_id: str | None = None):
+        super().__init__(signum)
+        self.signum, self.run_id = signum, run_id
+
+    @property
+    def signame(self) -> str:
+        return signal.Signals(self.signum).name
+
+    def __str__(self) -> str:
+        return f"stopped by {self.signame}" + (f"; `atelier resume {self.run_id}` continues run {self.run_id}" if self.run_id else "")
+
+
+@contextmanager
+def _stop_on_signals():
+    """SIGINT and SIGTERM raise RunStopped in the main thread while a run is driven (a signal
+    that was ignored stays ignored; off the main thread nothing changes). LangGraph lets a node
+    running on a worker thread finish before the exception leaves graph.stream, so no node is
+    cut off mid-write by this (and every node's writes are atomic anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    stopping = []
+
+    def stop(signum, frame):
+        if stopping:  # one stop is enough: a second signal must not interrupt the status write
+            print("atelier: still stopping (a node on a worker thread finishes first); SIGKILL ends it now, "
+                  "and `atelier resume` continues from the last checkpoint", file=sys.stderr, flush=True)
+            return
+        stopping.append(signum)
+        raise RunStopped(signum)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def _fail_status(run_dir: Path, **fields) -> None:
+    """Record how a run ended, unless the disk refuses that too (a full disk): the error is
+    reported to the user either way."""
+    try:
+        set_status(run_dir, **fields)
+    except OSError:
+        pass
+
+
 def _drive(cfg: Config, run_dir: Path, run_id: str, inputs) -> dict:
-    """Run the graph to its end (or to the first error), printing each finished node."""
-    set_status(run_dir, state="running", pid=os.getpid(), error=None)
+    """Run the graph to its end (or to the first error), printing each finished node. The
+    caller holds the run's lock. SIGINT/SIGTERM end it as RunStopped (status 'stopped'); a
+    write the disk refuses ends it as a one-line RunError (status 'failed')."""
+    with _stop_on_signals():  # still in place while the status is written: a second signal waits
+        try:
+            return _drive_graph(cfg, run_dir, run_id, inputs)
+        except RunStopped as e:
+            e.run_id = run_id
+            node = get_status(run_dir).get("node")
+            _fail_status(run_dir, state="stopped", error=None, reason=f"stopped by {e.signame}" + (f" in {node}" if node else "")
+                         + f"; `atelier resume {run_id}` continues it")
+            raise
+        except KeyboardInterrupt:  # raised by other code than our handler (a caller's own SIGINT handling)
+            _fail_status(run_dir, state="stopped", error=None, reason=f"interrupted; `atelier resume {run_id}` continues it")
+            raise
+        except BaseException as e:
+            if (err := disk_error(e, run_dir, run_id)) is not None:
+                _fail_status(run_dir, state="failed", error=str(err), reason=None)
+                raise err from e
+            _fail_status(run_dir, state="failed", reason=None,
+                         error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            raise
+
+
+def _drive_graph(cfg: Config, run_dir: Path, run_id: str, inputs) -> dict:
+    set_status(run_dir, state="running", pid=os.getpid(), host=socket.gethostname(), error=None, reason=None)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     saver = _checkpointer(run_dir)
@@ -52,9 +142,6 @@ def _drive(cfg: Config, run_dir: Path, run_id: str, inputs) -> dict:
                 prefix = f"round {where['round']}/{cfg.budget.rounds} " if "round" in where and node not in ("plan", "baseline", "report") else ""
                 console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {prefix}{_describe(node, value)} [dim]({now - last:.1f}s)[/dim]")
                 last = now
-    except BaseException as e:
-        set_status(run_dir, state="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        raise
     finally:
         saver.conn.close()
         world.close()
@@ -81,19 +168,36 @@ def _describe(node: str, value) -> str:
 
 
 def start_run(cfg: Config, run_id: str | None = None) -> tuple[str, dict]:
+    run_id = new_run_id() if run_id is None else check_run_id(run_id)  # before anything is written
     if cfg.agents.planner.backend == "builtin":
         load_world(cfg).plan(cfg.goal, Path("."))  # a goal the planner cannot map fails here, before a run exists
-    run_id = run_id or new_run_id()
     run_dir = cfg.run_dir / run_id
-    if (run_dir / CHECKPOINT_DB).exists():
+    if (run_dir / CHECKPOINT_DB).exists() and not _in_use(run_dir):
         raise RunError(f"run {run_id} already exists in {cfg.run_dir}; use `atelier resume {run_id}`")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    console.print(f"run id [bold]{run_id}[/bold] in {run_dir}")
-    return run_id, _drive(cfg, run_dir, run_id, {})
+    with ExitStack() as held:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(RunLock(run_dir, run_id))  # refused while another process drives the run
+            if (run_dir / CHECKPOINT_DB).exists():  # started by another process since the check above
+                raise RunError(f"run {run_id} already exists in {cfg.run_dir}; use `atelier resume {run_id}`")
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        except OSError as e:  # the run folder could not be made, locked or written
+            raise _write_error(e, run_dir, run_id) from e
+        console.print(f"run id [bold]{run_id}[/bold] in {run_dir}")
+        return run_id, _drive(cfg, run_dir, run_id, {})
+
+
+def _in_use(run_dir: Path) -> bool:
+    return bool(lock_held(run_dir))
+
+
+def _write_error(e: OSError, run_dir: Path, run_id: str) -> RunError:
+    return disk_error(e, run_dir, run_id) or RunError(f"cannot write the run folder {run_dir}: {e.strerror or e}"
+                                                      + (f" ({e.filename})" if e.filename else ""))
 
 
 def find_run(run_id: str, root: Path | None = None) -> Path:
+    check_run_id(run_id)  # a run id never names a path outside the run folder
     candidates = [root / run_id] if root else [Path("runs") / run_id, Path(run_id)]
     for path in candidates:
         if (path / "config.yaml").exists():
@@ -103,15 +207,31 @@ def find_run(run_id: str, root: Path | None = None) -> Path:
 
 def resume_run(run_id: str, root: Path | None = None) -> dict:
     run_dir = find_run(run_id, root)
-    cfg = parse_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    with ExitStack() as held:
+        try:
+            held.enter_context(RunLock(run_dir, run_id))  # refused while another process drives the run
+        except OSError as e:  # a read-only or full run folder
+            raise _write_error(e, run_dir, run_id) from e
+        return _resume_locked(run_dir)
+
+
+def _resume_locked(run_dir: Path) -> dict:
+    try:
+        cfg = parse_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    except yaml.YAMLError as e:
+        raise RunError(f"{run_dir / 'config.yaml'} is unreadable: {str(e).splitlines()[0]}") from None
     # The config may name another run_dir (relative paths): the run folder found is the truth.
     cfg = cfg.model_copy(update={"run_dir": run_dir.parent})
+    try:
+        current = graph_state(run_dir, run_dir.name)
+    except sqlite3.DatabaseError as e:  # not a database, or a damaged one
+        raise RunError(f"{run_dir / CHECKPOINT_DB} is unreadable ({e}); the run cannot be resumed") from None
     if get_status(run_dir).get("state") == "finished":
-        console.print(f"run {run_id} already finished")
-        return graph_state(run_dir, run_dir.name)
+        console.print(f"run {run_dir.name} already finished")
+        return current
     console.print(f"resuming run [bold]{run_dir.name}[/bold]")
     # Killed before the first checkpoint: start over (every node skips what is on disk).
-    inputs = None if graph_state(run_dir, run_dir.name) else {}
+    inputs = None if current else {}
     return _drive(cfg, run_dir, run_dir.name, inputs)
 
 
@@ -126,7 +246,10 @@ def graph_state(run_dir: Path, run_id: str) -> dict:
 
 def run_summary(run_dir: Path) -> dict:
     """What `atelier status --json` prints: rounds with held-out metrics, best adapter, state."""
-    state = graph_state(run_dir, run_dir.name) if (run_dir / CHECKPOINT_DB).exists() else {}
+    try:
+        state = graph_state(run_dir, run_dir.name) if (run_dir / CHECKPOINT_DB).exists() else {}
+    except sqlite3.DatabaseError as e:  # not a database, or a damaged one
+        raise RunError(f"{run_dir / CHECKPOINT_DB} is unreadable ({e}); the run cannot be shown or resumed") from None
     status = get_status(run_dir)
     base = state.get("base_metrics")
     base_metrics = evaluation_dir(run_dir, None) / "metrics.json"
@@ -137,7 +260,7 @@ def run_summary(run_dir: Path) -> dict:
         "state": status.get("state"),
         "node": status.get("node"),
         "round": state.get("round"),
-        "goal": (read_json(run_dir / "plan.json")["goal"] if (run_dir / "plan.json").exists() else None),
+        "goal": _goal(run_dir),
         "metric": state.get("metric"),
         "base": base,
         "rounds": [
@@ -149,4 +272,12 @@ def run_summary(run_dir: Path) -> dict:
         "stop_reason": state.get("stop_reason"),
         "report": state.get("report"),
         "error": status.get("error"),
+        "reason": status.get("reason"),
     }
+
+
+def _goal(run_dir: Path) -> str | None:
+    try:
+        return read_json(run_dir / "plan.json")["goal"]
+    except (OSError, ValueError, KeyError, TypeError):  # no plan yet, or an unreadable one
+        return None
