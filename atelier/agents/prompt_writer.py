@@ -135,7 +135,7 @@ def class_slots(classes: Sequence[str], n: int, seed: int) -> list[tuple[str, in
     return [(classes[order[k % len(classes)]], size, seed * 100 + k) for k, size in enumerate(sizes)]
 
 
-def _salvage(raw: str) -> list[str]:
+def salvage_prompts(raw: str) -> list[str]:
     """Prompt texts from an answer that failed validation as a whole (parts may still be good)."""
     try:
         items = json.loads(raw).get("prompts", [])
@@ -156,7 +156,7 @@ def write_prompts_by_class(config: AgentConfig, requests: Sequence[WritePromptsR
     prompts: list[str] = []
     metadata: list[WrittenPrompt] = []
     for request, result in zip(requests, results):
-        texts = [p.text for p in result.answer.prompts] if result.ok else _salvage(result.raw)
+        texts = [p.text for p in result.answer.prompts] if result.ok else salvage_prompts(result.raw)
         for text in texts:
             written = accept(text, request.target_class)
             if written is not None and written.text not in prompts and len(prompts) < n:

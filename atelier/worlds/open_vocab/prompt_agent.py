@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from atelier.agents.backends import backend_for
 from atelier.agents.planner import TargetSpec
-from atelier.agents.prompt_writer import PromptObject, WritePromptsRequest, WrittenPrompt, WrittenPrompts
+from atelier.agents.prompt_writer import PromptObject, WritePromptsRequest, WrittenPrompt, WrittenPrompts, salvage_prompts
 from atelier.atomic import write_json_atomic
 from atelier.config import AgentConfig
 from atelier.worlds.base import WorldPrompt
@@ -102,15 +102,6 @@ class OpenVocabPromptsRequest(WritePromptsRequest):
             raise ValueError(f"wrote {len(answer.prompts)} prompts; exactly {self.n} were asked for")
 
 
-def _salvage(raw: str) -> list[str]:
-    """Prompt texts from an answer that failed validation as a whole (parts may still be good)."""
-    try:
-        items = json.loads(raw).get("prompts", [])
-        return [i["text"] if isinstance(i, dict) else i for i in items if isinstance(i, dict | str)]
-    except (ValueError, AttributeError, KeyError, TypeError):
-        return []
-
-
 def write_with_model(config: AgentConfig, spec: TargetSpec, split: Split, n: int, seed: int, record_dir: Path,
                      heldout: Sequence[WorldPrompt], compositions: bool = False) -> list[WorldPrompt]:
     """`n` training prompts from the model writer, topped up by the builtin writer when short."""
@@ -129,7 +120,7 @@ def write_with_model(config: AgentConfig, spec: TargetSpec, split: Split, n: int
     prompts: list[WorldPrompt] = []
     seen: set[str] = set()
     for request, result in zip(requests, results):
-        texts = [p.text for p in result.answer.prompts] if result.ok else _salvage(result.raw)
+        texts = [p.text for p in result.answer.prompts] if result.ok else salvage_prompts(result.raw)
         for text in texts:
             try:
                 prompt = accept(text, request.target_class, spec, split, held)
