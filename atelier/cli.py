@@ -18,6 +18,21 @@ def _gate_error(min_timestep: int) -> str | None:
     return f"--adapter-min-timestep must be between 0 and 999, got {min_timestep}"
 
 
+def _generate_bounds_error(args) -> str | None:
+    """The one-line error for a `generate` number out of its bounds, or an --out that is a file."""
+    for flag, value, least in (("--n", args.n, 1), ("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
+                               ("--height", args.height, 8), ("--width", args.width, 8), ("--seed", args.seed, 0)):
+        if value is not None and value < least:
+            return f"{flag} must be at least {least}, got {value}"
+    if args.guidance is not None and args.guidance < 1:
+        return f"--guidance must be at least 1 (1 = no classifier-free guidance), got {args.guidance:g}"
+    if args.scale < 0:
+        return f"--scale must be at least 0, got {args.scale:g}"
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        return f"--out {args.out}: is a file; give a folder for the images and metadata.jsonl"
+    return None
+
+
 def _fail(message: str) -> int:
     print(f"atelier: error: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -157,7 +172,7 @@ def cmd_generate(args) -> int:
         prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
     if not prompts:
         return _fail("give --prompt P or --prompts-file F")
-    if error := _gate_error(args.adapter_min_timestep):
+    if error := _gate_error(args.adapter_min_timestep) or _generate_bounds_error(args):
         return _fail(error)
     shapes = is_shapes_model(args.model)
     if args.model == "shapes":

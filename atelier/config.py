@@ -332,7 +332,8 @@ class Config(_Strict):
     )
     seed: int = Field(0, description="seeds prompts, generation, training and evaluation")
     run_dir: Path = Field(Path("runs"), description="where runs are stored (one folder per run id)")
-    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1 ... (never guessed)")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|mps)$",
+                        description="torch device: cpu, cuda, cuda:1 ... (never guessed)")
     torch_threads: int | None = Field(
         None, ge=1, description="CPU threads torch may use (default: torch's choice); a resumed run matches an uninterrupted one bit for bit only with the same count"
     )
@@ -361,6 +362,18 @@ class Config(_Strict):
             )
         if self.generation.cpu_offload and self.device.startswith("cpu"):
             raise ValueError(f"generation.cpu_offload on device {self.device!r}: offloading needs a CUDA device")
+        return self
+
+    @model_validator(mode="after")
+    def _device_exists(self) -> Config:
+        # A GPU the machine does not have fails here, not after the run folder is made.
+        if self.device.startswith("cuda"):
+            import torch
+
+            index = int(self.device.split(":")[1]) if ":" in self.device else 0
+            if index >= torch.cuda.device_count():
+                have = torch.cuda.device_count()
+                raise ValueError(f"device {self.device!r}: this machine has {have or 'no'} CUDA device{'s' if have != 1 else ''}")
         return self
 
     @model_validator(mode="after")
@@ -425,7 +438,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         key, raw = item.split("=", 1)
-        _set_path(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key.strip()}: not a YAML value ({str(e).splitlines()[0]})") from None
+        _set_path(data, key.strip(), value)
     return data
 
 
@@ -450,6 +467,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give a config file (examples/shapes.yaml)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read it ({type(e).__name__})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):

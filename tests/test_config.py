@@ -154,11 +154,11 @@ def test_a_missing_folder_and_a_builtin_planner_without_classes_are_refused(tmp_
                                                    ("sd15-ipr-spatial.yaml", "ipr", "open_vocab")])
 def test_every_example_config_is_valid_and_takes_local_models(tmp_path, name, strategy, world):
     path = EXAMPLE.parent / name
-    cfg = load_config(path)
+    cfg = load_config(path, ["device=cpu"])  # the real-model examples name a GPU this machine lacks
     assert (cfg.strategy, cfg.world_name) == (strategy, world)
     if world == "open_vocab":
         local = _open_vocab(tmp_path)[2:]  # model, detector.model and clip.model as local folders
-        assert load_config(path, local).model == str(tmp_path / "sd")
+        assert load_config(path, [*local, "device=cpu"]).model == str(tmp_path / "sd")
 
 
 def test_a_config_error_has_no_pydantic_prefix(tmp_path):
@@ -174,7 +174,8 @@ def test_a_config_error_has_no_pydantic_prefix(tmp_path):
     (["budget.heldout_prompts=81"], "the shapes world's held-out split has 80 prompts"),
     (["device=cuda", "generation.dtype=float16"], "the shapes model samples in float32 or under bfloat16"),
 ])
-def test_what_the_shapes_world_cannot_do_is_refused_before_a_run(override, message):
+def test_what_the_shapes_world_cannot_do_is_refused_before_a_run(override, message, monkeypatch):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)  # as on a machine with one GPU
     with pytest.raises(ConfigError, match=message):
         load_config(EXAMPLE, override)
 
@@ -192,3 +193,19 @@ def test_what_an_open_vocab_run_would_reject_later_is_refused_now(tmp_path):
             load_config(EXAMPLE, [*base, override])
     with pytest.raises(ConfigError, match="decide.metric 'clip_score'"):  # no CLIP scorer, no CLIP score
         load_config(EXAMPLE, [*base, "clip.model=null", "decide.metric=clip_score"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "budget.rounds=[unclosed"], "--set budget.rounds: not a YAML value"),
+    (["--set", "device=banana"], "device: String should match pattern"),
+    (["--set", "device=cuda:7"], "device 'cuda:7': this machine has"),
+])
+def test_bad_inputs_are_one_line_before_anything_runs(args, message):
+    out = subprocess.run([sys.executable, "-m", "atelier.cli", "config", "check", str(EXAMPLE), *args],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_a_folder_given_as_the_config_is_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "atelier.cli", "run", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 2 and "is a folder; give a config file" in out.stderr and "Traceback" not in out.stderr
