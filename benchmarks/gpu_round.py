@@ -15,7 +15,7 @@ loading the three models once on their own (baseline's time includes their first
     python benchmarks/gpu_round.py --size tiny --device cpu            # a CPU smoke run (~1-2 min)
     python benchmarks/gpu_round.py --build-only                        # only build and save the models
 
-Models are built once under --work (default /tmp/atelier-gpu-round/models-<size>; ~3.3 GB at real
+Models are built once under --work (default <temp dir>/atelier-gpu-round/models-<size>; ~3.3 GB at real
 size, saved in float16 as the hub's fp16 variants) and reused; --rebuild builds them again. The
 budget flags (--prompts, --images-per-prompt, --heldout, --heldout-images, --train-steps,
 --train-batch, --sampler-steps, --gen-batch) default to a round small enough for a few minutes
@@ -67,6 +67,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -115,7 +116,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--detector-threshold", type=float, help="detector.score_threshold (default: the product's, 0.1 for "
                    "OWLv2); a random OWLv2 scores most of its 3600 boxes above 0.1")
     p.add_argument("--gradient-checkpointing", action="store_true", help="train.gradient_checkpointing")
-    p.add_argument("--work", type=Path, default=Path("/tmp/atelier-gpu-round"), help="models and runs go here")
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "atelier-gpu-round", help="models and runs go here (default: under the system temp dir)")
     p.add_argument("--rebuild", action="store_true", help="build the models again even if saved ones are there")
     p.add_argument("--build-only", action="store_true", help="build and save the models, print their sizes, stop")
     p.add_argument("--skip-load-timing", action="store_true", help="do not time a separate load of the three models")
