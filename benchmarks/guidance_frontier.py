@@ -1,6 +1,6 @@
 """Does an adapter beat turning up classifier-free guidance? The base and an adapter sampled at
 several guidance scales on the same held-out prompts and seeds, and the adapter at its own
-guidance against the base at every scale (paired differences, atelier/worlds/shapes/paired.py).
+guidance against the base at every scale (paired differences, atelier/stats/paired.py).
 
 The loop compares base and adapter at one guidance, as the efficacy target asks. This benchmark
 asks the question a user would ask next: would sampling the base at a higher guidance have given
@@ -18,7 +18,7 @@ import time
 
 from atelier.worlds.shapes.evaluate import generate_images, image_seed, judge_images
 from atelier.worlds.shapes.heldout import heldout_scenes
-from atelier.worlds.shapes.paired import paired_difference
+from atelier.worlds.judgment import paired_difference
 from atelier.tools.diffusers_generator import DiffusersOptions
 from atelier.worlds.shapes.model import load_generator
 

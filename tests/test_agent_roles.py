@@ -19,7 +19,7 @@ from atelier.config import ConfigError, load_config
 from atelier.worlds.shapes.critique import critique_request
 from atelier.worlds.shapes.heldout import is_heldout
 from atelier.worlds.shapes.judge import match_request, pair_rubric_request, questions_request, rubric_request
-from atelier.worlds.shapes.metrics import ImageJudgment
+from atelier.worlds.shapes.metrics import Judgment
 from atelier.worlds.shapes.plan import ShapesPlanRequest, plan_builtin
 from atelier.worlds.shapes.prompts import (ShapesHeldoutPromptsRequest, ShapesRewriteRequest, ShapesWritePromptsRequest,
                                            equivalent_captions)
@@ -198,7 +198,7 @@ def test_answers_map_onto_the_loops_judgment_fields(answers, expect):
     scene = parse(PROMPT)
     questions, probes = shapes_questions(scene)
     fields = judgment_fields(scene, probes, questions, ccsr_outcomes(questions, answers), prompt_index=3)
-    ImageJudgment.model_validate(fields)
+    Judgment.model_validate(fields)
     assert {k: fields[k] for k in expect} == expect and fields["prompt_index"] == 3
 
 

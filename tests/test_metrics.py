@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from atelier.worlds.shapes.evaluate import evaluate, image_seed, judge_images
-from atelier.worlds.shapes.metrics import ImageJudgment, aggregate, judge_image, relation_holds, wilson_interval
+from atelier.worlds.shapes.metrics import Judgment, aggregate, judge_image, relation_holds, wilson_interval
 from atelier.worlds.shapes.render import render
 from atelier.worlds.shapes.scene import parse
 from atelier.tools.detection import Detection
@@ -133,7 +133,7 @@ def test_empty_denominators_are_null():
 def test_judgment_is_json_serialisable():
     j = judge_image(parse("two red circles below a blue square"), [at("red circle", 5, 25), at("blue square", 5, 5)], 3)
     text = json.dumps(j.model_dump())
-    assert ImageJudgment.model_validate(json.loads(text)) == j
+    assert Judgment.model_validate(json.loads(text)) == j
     assert j.prompt == "two red circles below a blue square" and j.prompt_index == 3
 
 

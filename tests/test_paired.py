@@ -11,11 +11,11 @@ from atelier.stats.promotion import promotion
 from atelier.graphs.state import LoopContext
 from atelier.runs import best_round
 from atelier.worlds.shapes.metrics import share
-from atelier.worlds.shapes.paired import paired_difference
+from atelier.worlds.judgment import paired_difference
 
 
 def _row(prompt_index: int, k: int, relation_ok: bool, object_ok: bool = True) -> dict:
-    """A stored judgments.jsonl row: where the image sits, and its ImageJudgment fields."""
+    """A stored judgments.jsonl row: where the image sits, and its Judgment fields."""
     return {"prompt_index": prompt_index, "seed": 1000 * prompt_index + k, "prompt": "a red circle to the left of a blue square",
             "relation": "left of", "found": {"red circle": int(object_ok)},
             "groups": [{"name": "red circle", "expected": 1, "found": int(object_ok), "colour_ok": object_ok, "shape_ok": object_ok}],

@@ -24,6 +24,7 @@ from PIL import Image
 from transformers.utils import logging as transformers_logging
 
 from atelier.tools.adapter_gate import gate_adapter_by_timestep
+from atelier.tools.model_folders import looks_local
 from atelier.tools.dtype import resolve_dtype
 from atelier.tools.lora import adapter_lora_keys, check_adapter_loaded, pipeline_lora_modules
 
@@ -82,10 +83,8 @@ def check_placement(device: str, options: DiffusersOptions) -> torch.dtype:
 
 def check_pipeline_folder(model: str | Path) -> None:
     """A local path must hold a pipeline; anything else is left to the hub ("org/name")."""
-    path, name = Path(model), str(model)
-    looks_local = path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or path.exists()
     # Never send a local path to the hub: say what is missing instead.
-    if looks_local and not (path / "model_index.json").exists():
+    if looks_local(model) and not (Path(model) / "model_index.json").exists():
         raise FileNotFoundError(f"no diffusers pipeline at {model} (expected model_index.json)")
 
 

@@ -7,12 +7,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from atelier.tools.detection import Detection
+from atelier.tools.detection import Detection, relation_holds, seen_relations
 from atelier.tools.phrases import describe_objects, describe_relation
-from atelier.worlds.judgment import relation_holds
 
-_OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-_OTHER_AXIS = {"left of": ("above", "below"), "right of": ("above", "below"), "above": ("left of", "right of"), "below": ("left of", "right of")}
 
 
 def relabel_objects(
@@ -39,7 +36,7 @@ def relabel_objects(
     second = [d for d in detections if d.label == names[1]]
     if relation_holds(relation, first, second):
         return None
-    for actual in (_OPPOSITE[relation], *_OTHER_AXIS[relation]):
+    for actual in seen_relations(relation):
         if relation_holds(actual, first, second):
             return describe_relation(expected[0], actual, expected[1])
     return describe_objects(seen)

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from atelier.agents.questions import Answer, Outcome, YesNoQuestion, ccsr_score
 from atelier.stats.intervals import mean, share
 from atelier.stats.paired import paired_ratio_difference
-from atelier.tools.detection import Detection
+from atelier.tools.detection import Detection, relation_holds
 
 Relation = Literal["left of", "right of", "above", "below"]
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
@@ -88,29 +88,6 @@ class Judgment(BaseModel):
     clip_score: float | None = None
     failed: bool = False  # the judge gave no valid answer: left out of every metric
     failure: dict | None = None  # {role, error, raw}; set with failed, or alone when only the model judge failed
-
-
-def relation_holds(relation: str, first: Sequence[Detection], second: Sequence[Detection]) -> bool:
-    """True when any (first, second) pair has `first` strictly on the named side of `second`
-    (VISOR: box centres; y grows downwards; ties do not satisfy)."""
-    for a in first:
-        (ax, ay) = a.centre
-        for b in second:
-            (bx, by) = b.centre
-            match relation:
-                case "left of":
-                    ok = ax < bx
-                case "right of":
-                    ok = ax > bx
-                case "above":
-                    ok = ay < by
-                case "below":
-                    ok = ay > by
-                case _:
-                    raise ValueError(f"unknown relation {relation!r}")
-            if ok:
-                return True
-    return False
 
 
 def judge_detections(asked: Asked, detections: Sequence[Detection], prompt: str, prompt_index: int = 0) -> Judgment:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from atelier.worlds.shapes.detect import ShapesDetector
 from atelier.worlds.shapes.heldout import heldout_scenes
-from atelier.worlds.shapes.metrics import ImageJudgment, judge_image, summarize
+from atelier.worlds.shapes.metrics import Judgment, judge_image, summarize
 from atelier.worlds.shapes.scene import Scene, caption
 from atelier.tools.diffusers_generator import DiffusersOptions
 from atelier.tools.generate import GenerationRequest, generate
@@ -50,7 +50,7 @@ def generate_images(
 
 def judge_images(
     scenes: Sequence[Scene], images: Sequence[Sequence[Image.Image]], detector: ShapesDetector | None = None
-) -> tuple[list[ImageJudgment], dict]:
+) -> tuple[list[Judgment], dict]:
     """Judge images[i][k] against scenes[i]; returns every judgment and the aggregate metrics.
 
     Every object found is kept (not only the prompt's), so colour and shape accuracy can tell

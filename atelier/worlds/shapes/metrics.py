@@ -21,9 +21,7 @@ from atelier.worlds.judgment import (
 )
 from atelier.worlds.shapes.scene import Scene, caption
 
-ImageJudgment = Judgment  # the name this world's records had before judgments were shared
-
-__all__ = ["SHARE_KEYS", "VISOR_LEVELS", "GroupJudgment", "ImageJudgment", "aggregate", "asked_of", "difference_ci",
+__all__ = ["SHARE_KEYS", "VISOR_LEVELS", "GroupJudgment", "Judgment", "aggregate", "asked_of", "difference_ci",
            "image_counts", "judge_image", "relation_holds", "share", "summarize", "wilson_interval"]
 
 

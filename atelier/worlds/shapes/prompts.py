@@ -31,6 +31,7 @@ from atelier.agents.prompt_writer import (
 )
 from atelier.agents.planner import TargetSpec
 from atelier.config import AgentConfig
+from atelier.tools.detection import OPPOSITE
 from atelier.worlds.shapes.heldout import HELDOUT_PAIRS, heldout_scenes, is_heldout
 from atelier.worlds.shapes.sampling import SceneMix, draw_scene
 from atelier.worlds.shapes.scene import COLOURS, RELATIONS, SHAPES, CaptionError, Group, Scene, caption, parse
@@ -144,14 +145,13 @@ def _prompts_for_class(spec: TargetSpec, n: int, target_class: str, seed: int) -
     return scenes
 
 
-_OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
 def equivalent_captions(scene: Scene) -> list[str]:
     """Other ways of saying the same scene: groups in another order (a relation flipped to
     match), and 'one' for 'a'. The first entry is never the scene's own caption."""
     orders = [scene.groups[::-1]] if scene.relation else list(permutations(scene.groups))
-    relation = _OPPOSITE[scene.relation] if scene.relation else None
+    relation = OPPOSITE[scene.relation] if scene.relation else None
     # Reordered groups first: they differ most from the original.
     variants = [(o, relation) for o in orders if o != scene.groups] + [(scene.groups, scene.relation)]
     texts: list[str] = []
@@ -174,7 +174,7 @@ def _phrase(relation: str) -> str:
 def _same_scene(a: Scene, b: Scene) -> bool:
     if a.relation is None or b.relation is None:
         return a.relation == b.relation and set(a.groups) == set(b.groups)
-    return (a.groups, a.relation) == (b.groups, b.relation) or (a.groups[::-1], _OPPOSITE[a.relation]) == (b.groups, b.relation)
+    return (a.groups, a.relation) == (b.groups, b.relation) or (a.groups[::-1], OPPOSITE[a.relation]) == (b.groups, b.relation)
 
 
 # --- requests -----------------------------------------------------------------------------------

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from atelier.tools.detection import Detection
-from atelier.worlds.judgment import relation_holds
+from atelier.tools.detection import Detection, relation_holds, seen_relations
 from atelier.worlds.shapes.heldout import is_heldout
 from atelier.worlds.shapes.scene import MAX_COUNT, MAX_GROUPS, Group, Scene, caption, parse
 
-_OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-_OTHER_AXIS = {"left of": ("above", "below"), "right of": ("above", "below"), "above": ("left of", "right of"), "below": ("left of", "right of")}
 
 
 def _counts_scene(prompt_scene: Scene, detections: list[Detection]) -> Scene | None:
@@ -36,7 +33,7 @@ def _relation_scene(prompt_scene: Scene, detections: list[Detection]) -> Scene |
     a, b = (g.name for g in prompt_scene.groups)
     first = [d for d in detections if d.label == a]
     second = [d for d in detections if d.label == b]
-    for rel in (_OPPOSITE[prompt_scene.relation], *_OTHER_AXIS[prompt_scene.relation]):
+    for rel in seen_relations(prompt_scene.relation):
         if relation_holds(rel, first, second):
             return prompt_scene.model_copy(update={"relation": rel})
     return None
