@@ -13,6 +13,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from atelier.strategies.grpo_config import GRPOConfig
+from atelier.strategies.grpo_config import check as check_grpo
+from atelier.strategies.rewrite_config import RewriteConfig
+from atelier.strategies.rewrite_config import check as check_rewrite
+from atelier.strategies.rpo_config import RPOConfig
+from atelier.strategies.rpo_config import check as check_rpo
 from atelier.tools.model_folders import check_model_folder, is_shapes_model
 from atelier.worlds.judgment import METRICS, Relation
 
@@ -325,10 +331,12 @@ class Config(_Strict):
         "(a diffusers model + open-vocabulary detector + CLIP + VLM judge); 'auto' = shapes for 'shapes' or a shapes "
         "model folder, open_vocab otherwise",
     )
-    strategy: Literal["ipr", "ccsr"] = Field(
+    strategy: Literal["ipr", "ccsr", "rpo", "grpo", "rewrite"] = Field(
         "ipr", description="how judged samples become training data: ipr = Iterative Prompt Relabeling (every sample, "
         "wrong ones relabelled); ccsr = Class-Conditional Self-Reward (best of N per prompt by yes/no questions, "
-        "filtered by detector confidence)",
+        "filtered by detector confidence); rpo = Rich Preference Optimization (critic -> edit instructions -> edited "
+        "image -> preference pair -> Diffusion-DPO); grpo = online RL with the judge as reward (DDPO/Flow-GRPO-style "
+        "group-relative policy gradient); rewrite = self-rewarding prompt rewriting (the generator stays frozen)",
     )
     seed: int = Field(0, description="seeds prompts, generation, training and evaluation")
     run_dir: Path = Field(Path("runs"), description="where runs are stored (one folder per run id)")
@@ -346,6 +354,9 @@ class Config(_Strict):
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="open_vocab world: the open-vocabulary detector")
     clip: ClipConfig = Field(default_factory=ClipConfig, description="open_vocab world: the CLIP scorer")
     ccsr: CCSRConfig = Field(default_factory=CCSRConfig, description="settings of the ccsr strategy")
+    rpo: RPOConfig = Field(default_factory=RPOConfig, description="settings of the rpo strategy")
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig, description="settings of the grpo strategy")
+    rewrite: RewriteConfig = Field(default_factory=RewriteConfig, description="settings of the rewrite strategy")
 
     @property
     def world_name(self) -> str:
@@ -412,6 +423,17 @@ class Config(_Strict):
         if unmeasured := [m for m in self.decide.max_drop if m not in measured]:
             raise ValueError(f"decide.max_drop: {', '.join(unmeasured)} is not measured here; this world measures "
                              f"{', '.join(measured)}")
+        return self
+
+    @model_validator(mode="after")
+    def _strategy_fits(self) -> Config:
+        match self.strategy:
+            case "rpo":
+                check_rpo(self)
+            case "grpo":
+                check_grpo(self)
+            case "rewrite":
+                check_rewrite(self)
         return self
 
     @property

@@ -236,7 +236,7 @@ def train(state: LoopState, ctx: LoopContext) -> dict:
     out = round_dir(ctx.run_dir, r) / "adapter"
     try:
         ctx.strategy.train(ctx.world, datasets, out, state.get("best_adapter"), cfg.seed * 1000 + r,
-                           progress=lambda step, steps, loss: maybe_die(f"train_step:{step}"))
+                           progress=lambda step, steps, loss: maybe_die(f"train_step:{step}"), spec=_spec(state))
     except FloatingPointError as e:  # the trainers' NaN/inf guard (atelier.tools.train_loop): no adapter was saved
         error = " ".join(str(e).split())
         write_json_atomic(error_file, {"error": error, "type": type(e).__name__})

@@ -6,7 +6,10 @@ nodes to the graph between judge and curate (RPO's critique -> edit -> pair), ne
 
 from __future__ import annotations
 
-from atelier.strategies.base import Strategy
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # atelier.config imports the strategies' settings modules: keep this package light
+    from atelier.strategies.base import Strategy
 
 
 def strategy_for(config) -> Strategy:
@@ -19,4 +22,16 @@ def strategy_for(config) -> Strategy:
             from atelier.strategies.ccsr import CCSR
 
             return CCSR(config)
+        case "rpo":
+            from atelier.strategies.rpo import RPO
+
+            return RPO(config)
+        case "grpo":
+            from atelier.strategies.grpo import GRPO
+
+            return GRPO(config)
+        case "rewrite":
+            from atelier.strategies.rewrite import Rewrite
+
+            return Rewrite(config)
     raise ValueError(f"unknown strategy {config.strategy!r}")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from atelier.agents.planner import TargetSpec
 from atelier.worlds.base import Progress, World, WorldPrompt
 
 
@@ -23,6 +24,7 @@ class Strategy(Protocol):
         ...
 
     def train(self, world: World, datasets: Sequence[Path], out: Path, init_adapter: str | None, seed: int,
-              progress: Progress | None = None) -> dict:
-        """Train the round's adapter from `datasets` (this round's, or all so far) into `out`."""
+              progress: Progress | None = None, spec: TargetSpec | None = None) -> dict:
+        """Train the round's adapter from `datasets` (this round's, or all so far) into `out`.
+        `spec` is the run's target, for strategies that judge while they train (grpo)."""
         ...

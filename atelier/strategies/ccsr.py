@@ -64,5 +64,5 @@ class CCSR:
                 for j in best_of_n(judgments, self.threshold)]
 
     def train(self, world: World, datasets: Sequence[Path], out: Path, init_adapter: str | None, seed: int,
-              progress: Progress | None = None) -> dict:
+              progress: Progress | None = None, spec=None) -> dict:
         return world.train_sft(datasets, out, init_adapter, seed, progress)

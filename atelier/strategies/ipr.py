@@ -53,5 +53,5 @@ class IPR:
         return ipr_rows(judgments, t.relabel_weight, t.correct_weight, t.relabel, lambda j: world.relabel(j, heldout))
 
     def train(self, world: World, datasets: Sequence[Path], out: Path, init_adapter: str | None, seed: int,
-              progress: Progress | None = None) -> dict:
+              progress: Progress | None = None, spec=None) -> dict:
         return world.train_sft(datasets, out, init_adapter, seed, progress)
