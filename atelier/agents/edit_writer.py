@@ -41,19 +41,41 @@ def _relation_of(phrase: str) -> str:
     return "next to"
 
 
+def _recolourable(name: str, extras: list[str]) -> tuple[str, str] | None:
+    """An unasked object that differs from the missing `name` only in its first word (its colour):
+    (that object, the missing object's colour words), or None."""
+    words = name.split()
+    for extra in extras:
+        other = extra.split()
+        if len(other) == len(words) > 1 and other[1:] == words[1:] and other[0] != words[0]:
+            return extra, words[0]
+    return None
+
+
 def edit_builtin(critique: Critique) -> EditInstructions:
+    """Instructions in the shapes world's layout-editor grammar (atelier.worlds.shapes.layout_edit):
+    a missing object is added, or, when an unasked object differs from it only in colour,
+    recoloured; a wrong count is redrawn to the number; a wrong relation puts the first object on
+    the asked side; unasked objects are removed; faint ones redrawn."""
+    extras = [d.objects[0] for d in critique.deviations if d.kind == "extra" and d.objects]
+    recoloured: set[str] = set()
     instructions: list[str] = []
     for d in critique.deviations:
         match d.kind:
             case "missing":
-                instructions.append(f"Add {d.phrase}")
+                swap = _recolourable(d.objects[0], [e for e in extras if e not in recoloured]) if d.objects else None
+                if swap is not None:
+                    recoloured.add(swap[0])
+                    instructions.append(f"Make the {swap[0]} {swap[1]}")
+                else:
+                    instructions.append(f"Add {d.phrase}")
             case "count" | "attribute":
                 instructions.append(f"Draw exactly {d.phrase}")
             case "relation" if len(d.objects) == 2:
                 a, b = d.objects
                 instructions.append(f"Put {a} {_SHORT_RELATION.get(_relation_of(d.phrase), 'next to')} {b}")
-            case "extra":
-                instructions.append(f"Remove every {d.objects[0]}" if d.objects else "Remove the unasked shapes")
+    # Unasked objects last: a recoloured one may leave others of its kind behind.
+    instructions += [f"Remove every {e}" for e in extras if e not in recoloured]
     instructions += [f"Redraw the {a.removeprefix('the ').split(' is ')[0]} cleanly" for a in critique.artifacts]
     kept = [i for i in instructions if len(i.split()) <= MAX_WORDS][:MAX_INSTRUCTIONS]
     return EditInstructions(instructions=kept, rationale=f"fixes {len(kept)} of {len(critique.deviations)} deviations"
