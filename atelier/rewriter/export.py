@@ -51,8 +51,9 @@ def write_pairs(rows: Sequence[dict], folder: Path) -> tuple[Path, Path]:
 def read_pairs(path: Path):
     """A pairs file (.jsonl or .parquet) or a folder holding pairs.jsonl, as a `datasets.Dataset`;
     ValueError (one line) for anything else or rows without prompt/chosen/rejected."""
-    from datasets import load_dataset
+    from datasets import disable_progress_bars, load_dataset
 
+    disable_progress_bars()  # a CLI's error must stay one line on stderr
     path = Path(path)
     if path.is_dir():
         path = path / PAIRS_JSONL
