@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_PAUSED = 75  # EX_TEMPFAIL: an agent endpoint stopped answering; `atelier resume` continues the run
 
 
 def _gate_error(min_timestep: int) -> str | None:
@@ -388,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from atelier.agents.planner import PlanError
     from atelier.config import ConfigError
+    from atelier.graphs.pause import RunPaused
     from atelier.runs import RunError
     from atelier.worlds.shapes.scene import CaptionError
 
@@ -396,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ConfigError, PlanError, RunError, CaptionError, FileNotFoundError) as e:
         return _fail(str(e))
+    except RunPaused as e:  # an agent's endpoint stopped answering; the run is kept, paused
+        print(f"atelier: paused: {e}", file=sys.stderr)
+        return EXIT_PAUSED
     except KeyboardInterrupt as e:
         if (signum := getattr(e, "signum", None)) is not None:  # atelier.loop.RunStopped: the run's status says stopped
             print(f"atelier: {e}", file=sys.stderr)

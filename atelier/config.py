@@ -55,6 +55,12 @@ class AgentConfig(_Strict):
     max_reasks: int = Field(
         2, ge=0, description="times an answer that fails validation is sent back with the error before it is recorded as failed"
     )
+    fallback: Literal["none", "builtin"] = Field(
+        "none", description="planner and prompt_writer: what happens when the model gives no valid answer. 'none' = "
+        "the run pauses (`atelier resume` continues once the endpoint answers; a prompt writer's valid prompts are "
+        "kept, fewer than asked); 'builtin' = the builtin agent answers instead, recorded in the role's record and "
+        "the report",
+    )
     api_key_env: str | None = Field(
         None,
         description="name of the environment variable holding the API key (never the key itself); "
@@ -86,6 +92,13 @@ class AgentsConfig(_Strict):
     edit_writer: AgentConfig = Field(
         default_factory=AgentConfig, description="critique + prompt (+ image) -> at most three short edit instructions"
     )
+
+    @model_validator(mode="after")
+    def _fallback_roles(self) -> AgentsConfig:
+        for name in ("judge", "critic", "edit_writer"):
+            if getattr(self, name).fallback != "none":
+                raise ValueError(f"{name}.fallback: only the planner and the prompt_writer can fall back to a builtin agent")
+        return self
 
     def roles(self) -> dict[str, AgentConfig]:
         return {name: getattr(self, name) for name in type(self).model_fields}
@@ -234,6 +247,11 @@ class DecideConfig(_Strict):
         description="guards: never promote an adapter whose held-out <metric> falls more than this below the base's, "
         "e.g. {object_accuracy: 0.03, count_accuracy: 0.05}; a metric the evaluation does not have is skipped (on the "
         "shapes world every setting that raises relations costs counts: BENCHMARKS.md)",
+    )
+    max_failed_share: float = Field(
+        0.2, ge=0, le=1, description="pause the run (status 'paused', `atelier resume` continues) when more than this "
+        "share of a judge batch's or a held-out evaluation's judgments failed (the judge's endpoint gave no usable "
+        "answer); failed judgments are left out of every metric either way; 1 = never pause",
     )
     paired: bool = Field(
         True, description="standard error of the gain from the paired images (same prompts and seeds, prompts as units); false = from the two Wilson intervals as if independent"

@@ -27,6 +27,7 @@ from rich.console import Console
 
 from atelier.config import Config, parse_config
 from atelier.graphs.graph import compile_graph
+from atelier.graphs.pause import RunPaused
 from atelier.graphs.state import LoopContext
 from atelier.strategies import strategy_for
 from atelier.worlds import load_world
@@ -111,6 +112,10 @@ def _drive(cfg: Config, run_dir: Path, run_id: str, inputs) -> dict:
             _fail_status(run_dir, state="stopped", error=None, reason=f"stopped by {e.signame}" + (f" in {node}" if node else "")
                          + f"; `atelier resume {run_id}` continues it")
             raise
+        except RunPaused as e:  # an agent's endpoint stopped answering: nothing of the node was written
+            reason = f"{e}; `atelier resume {run_id}` continues the run once it answers"
+            _fail_status(run_dir, state="paused", error=None, reason=reason)
+            raise RunPaused(reason) from None
         except KeyboardInterrupt:  # raised by other code than our handler (a caller's own SIGINT handling)
             _fail_status(run_dir, state="stopped", error=None, reason=f"interrupted; `atelier resume {run_id}` continues it")
             raise

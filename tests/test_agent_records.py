@@ -57,7 +57,9 @@ def run_loop(tmp, script, env: dict, key_env: str | None = None) -> tuple:
         agents = {role: {"backend": "openai", "base_url": server.url, "model": "scripted-vlm", "max_concurrency": 4,
                          "max_reasks": 1, "retry_backoff_s": 0.01} | ({"api_key_env": key_env} if key_env else {})
                   for role in ROLES}
-        cfg = write_config(tmp, agents=agents, budget={**TINY["budget"], "rounds": 1})
+        # A quarter of the judgments fail on purpose: above the default share that pauses a run.
+        cfg = write_config(tmp, agents=agents, budget={**TINY["budget"], "rounds": 1},
+                           decide={**TINY["decide"], "max_failed_share": 0.6})
         done = atelier("run", str(cfg), "--run-id", "run", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return tmp / "runs" / "run", done, server

@@ -12,10 +12,10 @@ import uuid
 import pytest
 from PIL import Image
 
-from atelier.agents.backend import AgentResult
+from atelier.agents.backend import AgentResult, RunPaused
 from atelier.agents.judge import QuestionsJudgeRequest, YesNoAnswers
 from atelier.agents.openai_backend import AgentEndpointError, OpenAIBackend
-from atelier.agents.planner import PlanError, plan_with_agent
+from atelier.agents.planner import plan_with_agent
 from atelier.worlds.shapes.judge import judge_rows
 from atelier.worlds.shapes.plan import ShapesPlanRequest, plan
 from atelier.worlds.shapes.prompts import write_prompts_with_agent
@@ -216,9 +216,9 @@ def test_a_reply_that_is_not_json_is_named_in_the_error(image):
     assert "model is loading" in result.error
 
 
-def test_a_planner_behind_a_broken_endpoint_falls_back_instead_of_crashing(tmp_path):
+def test_a_planner_behind_a_broken_endpoint_falls_back_when_the_config_says_so(tmp_path):
     with OpenAIServer(not_json) as server:
-        spec = plan("get left and right right", agent(server, max_retries=1), tmp_path)
+        spec = plan("get left and right right", agent(server, max_retries=1, fallback="builtin"), tmp_path)
     record = json.loads((tmp_path / "planner.json").read_text())
     assert not record["ok"] and record["fallback"] == "builtin" and "not JSON" in record["error"]
     assert spec.metric == "relation_accuracy_cond"
@@ -323,16 +323,20 @@ def test_the_planner_plans_once_per_run(tmp_path):
     assert record["ok"] and record["fallback"] is None and record["raw"]
 
 
-def test_a_planner_that_never_validates_falls_back_to_the_builtin_plan(tmp_path):
+def test_a_planner_that_never_validates_falls_back_to_the_builtin_plan_when_asked_to(tmp_path):
     with OpenAIServer(schema_violation) as server:
-        spec = plan("get left and right right", agent(server, max_reasks=1), tmp_path)
+        spec = plan("get left and right right", agent(server, max_reasks=1, fallback="builtin"), tmp_path)
     record = json.loads((tmp_path / "planner.json").read_text())
     assert not record["ok"] and record["fallback"] == "builtin" and record["raw"] == '{"verdict": "looks fine to me"}'
     assert spec.metric == "relation_accuracy_cond" and len(server.requests) == 2
 
 
-def test_a_planner_without_a_fallback_says_it_has_no_plan(tmp_path):
-    with OpenAIServer(schema_violation) as server, pytest.raises(PlanError, match="no valid plan"):
-        plan_with_agent(agent(server, max_reasks=0), ShapesPlanRequest(goal="get left and right right"), tmp_path)
+def test_a_planner_without_a_fallback_pauses_the_run_naming_its_endpoint(tmp_path):
+    # agents.planner.fallback defaults to 'none': a broken planner is never silently replaced.
+    for helper in (lambda cfg: plan("get left and right right", cfg, tmp_path),
+                   lambda cfg: plan_with_agent(cfg, ShapesPlanRequest(goal="get left and right right"), tmp_path, fallback=None)):
+        with OpenAIServer(schema_violation) as server, pytest.raises(RunPaused) as paused:
+            helper(agent(server, max_reasks=0))
+        assert server.url in str(paused.value) and "no valid plan" in str(paused.value) and "\n" not in str(paused.value)
     assert not (tmp_path / "planner.json").exists()
 

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from atelier.agents.backend import RunPaused
 from atelier.agents.planner import PlanError
 from atelier.config import AgentConfig, parse_config
 from atelier.tools.datasets import write_sft_dataset
@@ -97,15 +98,23 @@ def test_model_planner_is_recorded_and_reused(tmp_path):
     assert OpenVocabWorld(cfg).plan("realistic elephants and giraffes", tmp_path) == spec  # the server is gone
 
 
-def test_model_planner_without_a_valid_answer_is_a_one_line_error(tmp_path):
+def test_model_planner_without_a_valid_answer_pauses_the_run_in_one_line(tmp_path):
     shapes_spec = {**SPEC, "colours": ["red"], "objects": []}  # valid JSON, off the world's rules
     with OpenAIServer(lambda body, n: Reply(content=json.dumps(shapes_spec))) as server:
         cfg = config(agents={"planner": openai_agent(server.url, max_reasks=1)})
-        with pytest.raises(PlanError) as error:
+        with pytest.raises(RunPaused) as error:
             OpenVocabWorld(cfg).plan("realistic elephants", tmp_path)
         assert len(server.requests) == 2  # asked, re-asked once
-    assert "no valid plan" in str(error.value) and "\n" not in str(error.value)
+    assert "no valid plan" in str(error.value) and server.url in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "planner.json").exists()
+
+
+def test_model_planner_falls_back_to_the_rules_only_when_configured(tmp_path):
+    with OpenAIServer(lambda body, n: Reply(content="no plan today")) as server:
+        cfg = config(agents={"planner": openai_agent(server.url, max_reasks=0, fallback="builtin")})
+        spec = OpenVocabWorld(cfg).plan("realistic elephants", tmp_path)
+    record = json.loads((tmp_path / "planner.json").read_text())
+    assert record["fallback"] == "builtin" and not record["ok"] and spec.metric == "question_score"
 
 
 # --- prompts -----------------------------------------------------------------------------------
@@ -191,7 +200,7 @@ def _writer_script(body: dict, n: int) -> Reply:
 
 def test_model_prompt_writer_is_validated_topped_up_and_recorded(tmp_path):
     with OpenAIServer(_writer_script) as server:
-        cfg = config(agents={"prompt_writer": openai_agent(server.url, max_reasks=0)},
+        cfg = config(agents={"prompt_writer": openai_agent(server.url, max_reasks=0, fallback="builtin")},
                      vocabulary={"relations": ["left of", "above"]})
         world = OpenVocabWorld(cfg)
         spec = world.plan("left and right", tmp_path)
@@ -206,6 +215,22 @@ def test_model_prompt_writer_is_validated_topped_up_and_recorded(tmp_path):
     assert len(from_model) == 4 and all(p.asked.relation in ("left of", "above") for p in prompts)
     assert not {normalise(p.text) for p in heldout} & {normalise(p.text) for p in prompts}
     assert world.training_prompts(spec, 20, 0, tmp_path, heldout) == prompts  # reused: the server is gone
+
+
+def test_without_a_fallback_a_short_writer_gives_fewer_prompts_and_a_silent_one_pauses(tmp_path):
+    with OpenAIServer(_writer_script) as server:
+        cfg = config(agents={"prompt_writer": openai_agent(server.url, max_reasks=0)}, vocabulary={"relations": ["left of", "above"]})
+        world = OpenVocabWorld(cfg)
+        spec = world.plan("left and right", tmp_path)
+        heldout = world.heldout_prompts(spec, 20, seed=0)
+        prompts = world.training_prompts(spec, 20, 0, tmp_path / "short", heldout)
+    assert len(prompts) == 4 and json.loads((tmp_path / "short" / "prompt_writer.json").read_text())["filled_by_builtin"] == 0
+    with OpenAIServer(lambda body, n: Reply(content="<html>502 Bad Gateway</html>")) as server:
+        cfg = config(agents={"prompt_writer": openai_agent(server.url, max_reasks=0)}, vocabulary={"relations": ["left of", "above"]})
+        with pytest.raises(RunPaused) as paused:
+            OpenVocabWorld(cfg).training_prompts(spec, 20, 0, tmp_path / "silent", heldout)
+    assert server.url in str(paused.value) and "no valid prompt" in str(paused.value)
+    assert not (tmp_path / "silent" / "prompt_writer.json").exists()
 
 
 # --- the tiny models ---------------------------------------------------------------------------

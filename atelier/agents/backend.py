@@ -20,6 +20,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from atelier.agents import records
 
 
+class RunPaused(RuntimeError):
+    """A run cannot go on until an agent's endpoint answers again: one line naming the role, its
+    endpoint and what it answered. The run's status says 'paused', the CLI exits 75
+    (EX_TEMPFAIL) and `atelier resume RUN` continues from the node that paused."""
+
+
+def endpoint_of(config, role: str) -> str:
+    """'the judge at URL (model)' for a role's AgentConfig, for one-line reasons."""
+    if config is None or config.backend == "builtin":
+        return f"the builtin {role}"
+    return f"the {role} at {config.base_url} ({config.model})"
+
+
 class AgentRequest(BaseModel):
     """Base of every request. Subclasses set the class variables and may add `check`."""
 

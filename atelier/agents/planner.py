@@ -21,7 +21,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atelier.agents import records
-from atelier.agents.backend import AgentRequest
+from atelier.agents.backend import AgentRequest, RunPaused, endpoint_of
 from atelier.agents.backends import backend_for
 from atelier.agents.questions import YesNoQuestion, check_questions
 from atelier.atomic import write_json_atomic
@@ -92,7 +92,7 @@ def plan_with_agent(config: AgentConfig, request: PlanRequest, record_dir: Path,
     when the node runs again (after a crash), so a resumed run plans exactly once; the spec, as
     every agent answer, has its keys masked and its texts bounded (atelier.agents.records). When the
     planner gives no valid answer, `fallback()` (the world's builtin plan) is used and recorded
-    as such; without a fallback that is a PlanError."""
+    as such when `config.fallback` is 'builtin'; otherwise the run pauses (RunPaused)."""
     record_file = Path(record_dir) / "planner.json"
     records.register_key_env(config.api_key_env)
     if record_file.exists():  # cleaned again: a record kept before answers were cleaned may hold a key or 5 MB
@@ -104,11 +104,13 @@ def plan_with_agent(config: AgentConfig, request: PlanRequest, record_dir: Path,
     result = backend_for(config, "planner").ask(request)
     if result.ok:
         spec, used = result.answer, None
-    elif fallback is not None:
-        log.warning("planner gave no valid plan (%s); using the builtin plan", result.error)
+    elif fallback is not None and config.fallback == "builtin":
+        log.warning("planner gave no valid plan (%s); agents.planner.fallback: using the builtin plan", result.error)
         spec, used = records.clean_answer(fallback(), records.current_keys()), "builtin"
     else:
-        raise PlanError(f"the planner gave no valid plan: {result.error}")
+        raise RunPaused(f"plan: {endpoint_of(config, 'planner')} gave no valid plan after {result.attempts} answers: "
+                        f"{records.clean_text(' '.join(str(result.error).split()), 200, records.current_keys())}"
+                        " (agents.planner.fallback: builtin would use the builtin plan instead)")
     write_json_atomic(record_file, {**result.record(), "fallback": used, "spec": spec.model_dump(mode="json")})
     return spec
 

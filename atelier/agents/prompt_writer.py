@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from atelier.agents.backend import AgentRequest
+from atelier.agents import records
+from atelier.agents.backend import AgentRequest, AgentResult, RunPaused, endpoint_of
 from atelier.agents.backends import backend_for
 from atelier.agents.planner import MAX_COUNT, TargetSpec
 from atelier.atomic import write_json_atomic
@@ -144,14 +145,24 @@ def salvage_prompts(raw: str) -> list[str]:
         return []
 
 
+def no_valid_prompts(config: AgentConfig, results: Sequence[AgentResult]) -> str:
+    """The one-line reason a round pauses when the model writer gave no usable prompt."""
+    errors = [" ".join(str(r.error).split()) for r in results if not r.ok] or ["every prompt it wrote was refused by the world"]
+    return (f"write_prompts: {endpoint_of(config, 'prompt_writer')} gave no valid prompt in {len(results)} requests: "
+            f"{records.clean_text(errors[0], 200, records.current_keys())} (agents.prompt_writer.fallback: builtin "
+            "would let the builtin writer fill in)")
+
+
 def write_prompts_by_class(config: AgentConfig, requests: Sequence[WritePromptsRequest], n: int, record_dir: Path,
                            accept: Callable[[str, str], WrittenPrompt | None],
                            fallback: Callable[[], Iterable[WrittenPrompt]]) -> PromptBatch:
     """`n` training prompts from the configured writer, one class request each (all sent at
     once, as the endpoint's bound allows). `accept(text, target_class)` is the world's verdict
     on one written prompt: its canonical form with metadata, or None (not in the world's
-    language, held out...). Prompts of failed requests that the world accepts are kept; what is
-    missing is filled from `fallback()` (the world's builtin prompts), and said so."""
+    language, held out...). Prompts of failed requests that the world accepts are kept; with
+    `config.fallback` 'builtin' what is missing is filled from `fallback()` (the world's builtin
+    prompts) and counted in the record; otherwise fewer prompts are kept, and none at all pauses
+    the run (RunPaused)."""
     results = backend_for(config, "prompt_writer").ask_many(list(requests))
     prompts: list[str] = []
     metadata: list[WrittenPrompt] = []
@@ -163,8 +174,11 @@ def write_prompts_by_class(config: AgentConfig, requests: Sequence[WritePromptsR
                 prompts.append(written.text)
                 metadata.append(written)
     filled = 0
-    if len(prompts) < n:
-        log.warning("prompt writer gave %d valid prompts of %d; the builtin writer fills the rest", len(prompts), n)
+    if not prompts and config.fallback != "builtin":
+        raise RunPaused(no_valid_prompts(config, results))
+    if len(prompts) < n and config.fallback == "builtin":
+        log.warning("prompt writer gave %d valid prompts of %d; agents.prompt_writer.fallback: the builtin writer "
+                    "fills the rest", len(prompts), n)
         for written in fallback():
             if written.text not in prompts and len(prompts) < n:
                 prompts.append(written.text)

@@ -17,6 +17,7 @@ from PIL import Image
 from atelier.agents.planner import TargetSpec
 from atelier.atomic import staged_dir, write_json_atomic, write_jsonl_atomic
 from atelier.faults import maybe_die
+from atelier.graphs.pause import pause_on_failures
 from atelier.graphs.state import BatchTask, LoopContext, LoopState, RoundRecord
 from atelier.runs import best_round, evaluation_dir, guided_base_dir, read_json, read_jsonl, round_dir, set_status
 from atelier.stats.promotion import promotion
@@ -75,7 +76,11 @@ def plan(state: LoopState, ctx: LoopContext) -> dict:
     cfg = ctx.config
     spec = ctx.world.plan(cfg.goal, ctx.run_dir / "agents")
     metric = spec.metric if cfg.decide.metric == "auto" else cfg.decide.metric
-    write_json_atomic(ctx.run_dir / "plan.json", {"goal": cfg.goal, "spec": spec.model_dump(mode="json"), "metric": metric})
+    planner_record = ctx.run_dir / "agents" / "planner.json"
+    # A builtin plan standing in for the model's is a config choice (agents.planner.fallback), and said in the report.
+    fallback = read_json(planner_record).get("fallback") if planner_record.exists() else None
+    write_json_atomic(ctx.run_dir / "plan.json", {"goal": cfg.goal, "spec": spec.model_dump(mode="json"), "metric": metric,
+                                                  "planner_fallback": fallback})
     heldout_file = ctx.run_dir / "heldout" / "prompts.json"
     if not heldout_file.exists():  # frozen at plan time: every evaluation of the run uses these
         prompts = ctx.world.heldout_prompts(spec, cfg.budget.heldout_prompts, cfg.seed)
@@ -108,6 +113,7 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
         judgments = read_jsonl(judgments_file)
     else:
         judgments = ctx.world.judge(_rows(prompts, items, seeds, [out / "images" / n for n in names]), _spec(state))
+        pause_on_failures(judgments, cfg, f"held-out evaluation {out.name}")  # nothing written: resume judges again
         write_jsonl_atomic(judgments_file, judgments)
         maybe_die("evaluate:judged")  # between the judgments and the metrics, for the resume tests
     metrics = summarize(judgments)
@@ -196,7 +202,9 @@ def judge(task: BatchTask, ctx: LoopContext) -> dict:
     if not out.exists():
         rows = read_jsonl(_batch_dir(ctx, task, "generate") / "manifest.jsonl")
         spec = TargetSpec.model_validate(read_json(ctx.run_dir / "plan.json")["spec"])
-        write_jsonl_atomic(out, ctx.world.judge(rows, spec))
+        judgments = ctx.world.judge(rows, spec)
+        pause_on_failures(judgments, ctx.config, f"round {task['round']} judge batch {task['batch']}")  # resume judges again
+        write_jsonl_atomic(out, judgments)
     return {"judged": [str(out)]}
 
 

@@ -10,24 +10,28 @@ Builtin rules, in this order:
       2. Does the elephant look like a real photograph?      +  (on 1)
       3. Is the elephant deformed or missing parts?          -  (on 1)
 A model planner answers the same schema from the `planner_open_vocab` template; its answer is
-checked, kept in the run folder and reused on a re-run. A planner that gives no valid answer is
-an error (no silent fallback to the rules).
+checked, kept in the run folder and reused on a re-run. A planner that gives no valid answer
+pauses the run, unless `agents.planner.fallback: builtin` asks for the rules instead (recorded
+in agents/planner.json as `fallback`; never silent).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from atelier.agents.backend import AgentRequest
+from atelier.agents.backend import AgentRequest, RunPaused, endpoint_of
 from atelier.agents.backends import backend_for
 from atelier.agents import records
 from atelier.agents.planner import PlanError, TargetSpec, goal_words
 from atelier.agents.questions import YesNoQuestion
 from atelier.atomic import write_json_atomic
 from atelier.config import AgentConfig, VocabularyConfig
+
+log = logging.getLogger("atelier.agents")
 from atelier.tools.phrases import count_phrase
 from atelier.worlds.judgment import RELATIONS
 
@@ -143,11 +147,17 @@ def plan_with_model(planner: AgentConfig, goal: str, vocabulary: VocabularyConfi
         return records.clean_answer(stored, records.current_keys())
     request = OpenVocabPlanRequest(goal=goal, classes=tuple(vocabulary.classes), relations=tuple(vocabulary.relations))
     result = backend_for(planner, "planner").ask(request)
-    if not result.ok:
-        raise PlanError(f"the planner ({planner.model}) gave no valid plan after {result.attempts} answers: "
-                        f"{_one_line(result.error)}")
-    spec = result.answer
-    write_json_atomic(record_file, {**result.record(), "spec": spec.model_dump(mode="json")})
+    used = None
+    if result.ok:
+        spec = result.answer
+    elif planner.fallback == "builtin" and vocabulary.classes:
+        log.warning("planner gave no valid plan (%s); agents.planner.fallback: using the builtin plan", _one_line(result.error))
+        spec, used = plan_builtin(goal, vocabulary), "builtin"
+    else:
+        raise RunPaused(f"plan: {endpoint_of(planner, 'planner')} gave no valid plan after {result.attempts} answers: "
+                        f"{records.clean_text(_one_line(result.error), 200, records.current_keys())}"
+                        + (" (agents.planner.fallback: builtin would use the builtin plan instead)" if vocabulary.classes else ""))
+    write_json_atomic(record_file, {**result.record(), "fallback": used, "spec": spec.model_dump(mode="json")})
     return spec
 
 

@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
+from atelier.agents.backend import RunPaused
 from atelier.agents.backends import backend_for
 from atelier.agents.planner import TargetSpec
-from atelier.agents.prompt_writer import PromptObject, WritePromptsRequest, WrittenPrompt, WrittenPrompts, salvage_prompts
+from atelier.agents.prompt_writer import (PromptObject, WritePromptsRequest, WrittenPrompt, WrittenPrompts, no_valid_prompts,
+                                          salvage_prompts)
 from atelier.atomic import write_json_atomic
 from atelier.config import AgentConfig
 from atelier.worlds.base import WorldPrompt
@@ -104,7 +106,8 @@ class OpenVocabPromptsRequest(WritePromptsRequest):
 
 def write_with_model(config: AgentConfig, spec: TargetSpec, split: Split, n: int, seed: int, record_dir: Path,
                      heldout: Sequence[WorldPrompt], compositions: bool = False) -> list[WorldPrompt]:
-    """`n` training prompts from the model writer, topped up by the builtin writer when short."""
+    """At most `n` training prompts from the model writer, topped up by the builtin writer when
+    short and `config.fallback` is 'builtin'; none at all pauses the run (RunPaused)."""
     record_file = Path(record_dir) / RECORD
     if record_file.exists():
         record = json.loads(record_file.read_text())
@@ -130,8 +133,11 @@ def write_with_model(config: AgentConfig, spec: TargetSpec, split: Split, n: int
                 seen.add(normalise(prompt.text))
                 prompts.append(prompt)
     filled = 0
-    if len(prompts) < n:
-        log.warning("prompt writer gave %d valid prompts of %d; the builtin writer fills the rest", len(prompts), n)
+    if not prompts and config.fallback != "builtin":
+        raise RunPaused(no_valid_prompts(config, results))
+    if len(prompts) < n and config.fallback == "builtin":
+        log.warning("prompt writer gave %d valid prompts of %d; agents.prompt_writer.fallback: the builtin writer "
+                    "fills the rest", len(prompts), n)
         for prompt in write_training(spec, split, n + len(prompts), seed, heldout, compositions):
             if normalise(prompt.text) not in seen and len(prompts) < n:
                 seen.add(normalise(prompt.text))
