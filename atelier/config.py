@@ -157,6 +157,10 @@ class TrainConfig(_Strict):
     )
     snr_gamma: float | None = Field(None, gt=0, description="min-SNR-gamma loss weighting of a diffusers model (5.0 in "
                                     "Hang et al. 2023); null = off")
+    checkpoint_every: int = Field(
+        50, ge=0, description="save the LoRA and optimizer state every this many steps (atomically, beside the "
+        "round's adapter); a killed or stopped training resumes from the last save to the same adapter; 0 = never",
+    )
     gradient_checkpointing: bool = Field(False, description="recompute UNet activations in backward: less GPU memory, slower")
     caption_dropout: float = Field(
         0.0, ge=0, lt=1, description="share of samples trained on the empty caption each step, to anchor the "
@@ -175,7 +179,7 @@ class TrainConfig(_Strict):
 
         return {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
                 "lr": self.learning_rate, "rank": self.lora_rank, "alpha": self.lora_alpha or self.lora_rank,
-                "seed": seed, "bf16": train_in_bf16(self.bf16, device)}
+                "seed": seed, "bf16": train_in_bf16(self.bf16, device), "checkpoint_every": self.checkpoint_every}
 
 
 class GenerationConfig(_Strict):

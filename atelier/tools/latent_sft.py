@@ -47,6 +47,7 @@ from atelier.tools.train_loop import (
     finished_adapter,
     init_adapter_metadata,
     run_optimizer_steps,
+    step_checkpoint,
 )
 
 ADAPTER_NAME = "default"
@@ -137,14 +138,19 @@ def train_latent_lora_sft(
                     errors = errors * min_snr_weights(noise_scheduler, t[part], cfg.snr_gamma)
                 yield weighted_loss(errors, weights[rows_idx]), {}
 
+        checkpoint = step_checkpoint(out_dir, cfg, dataset_dirs, init_adapter,
+                                     {"batches": batches, "noise": noise_gen, "dropout": dropout_gen})
         with staged_dir(out_dir) as stage:
             with TrainLog(stage) as log:
                 losses = run_optimizer_steps(
                     params, optimizer, micro_batches, steps=cfg.steps, grad_accum=cfg.grad_accum,
                     max_grad_norm=cfg.max_grad_norm, log=log, lr=cfg.lr, what="latent LoRA SFT", progress=progress,
+                    checkpoint=checkpoint,
                 )
             meta = adapter_metadata(cfg, losses, started, len(rows), dataset_dirs, pipe, init_adapter, init_meta,
                                     "atelier.tools.latent_sft", prediction_type=noise_scheduler.config.prediction_type)
             trained_encoders = text_encoders if cfg.train_text_encoder else None
             meta = write_adapter(unet, stage, meta, ADAPTER_NAME, trained_encoders, loader=type(pipe))
+    if checkpoint is not None:  # the adapter is saved: its step state is spent
+        checkpoint.remove()
     return adapter_summary(meta, out_dir)

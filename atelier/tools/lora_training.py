@@ -26,3 +26,6 @@ class LoraTrainingConfig(BaseModel):
     )
     bf16: bool = Field(True, description="bf16 autocast for the forward passes (CPU and CUDA); weights stay float32")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the LoRA gradients to this global norm; None: no clipping")
+    # Not part of what an adapter records as its config (exclude): saving state never changes the weights.
+    checkpoint_every: int = Field(0, ge=0, exclude=True, description="save the training's state every this many "
+                                  "steps, and continue from the last save after a kill; 0 = never")

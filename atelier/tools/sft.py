@@ -44,6 +44,7 @@ from atelier.tools.train_loop import (
     finished_adapter,
     init_adapter_metadata,
     run_optimizer_steps,
+    step_checkpoint,
 )
 
 __all__ = [
@@ -143,13 +144,18 @@ def train_lora_sft(
                 per_sample = per_sample_loss(unet, noise_scheduler, x0, emb, noise_gen, min_timestep=cfg.min_timestep)
             yield weighted_loss(per_sample, weights[idx]), {}
 
+    checkpoint = step_checkpoint(out_dir, cfg, dataset_dirs, init_adapter,
+                                 {"batches": batches, "noise": noise_gen, "dropout": dropout_gen})
     with staged_dir(out_dir) as stage:
         with TrainLog(stage) as log:
             losses = run_optimizer_steps(
                 params, optimizer, micro_batches, steps=cfg.steps, grad_accum=cfg.grad_accum,
                 max_grad_norm=cfg.max_grad_norm, log=log, lr=cfg.lr, what="LoRA SFT", progress=progress,
+                checkpoint=checkpoint,
             )
         meta = adapter_metadata(cfg, losses, started, len(rows), dataset_dirs, pipe, init_adapter, init_meta,
                                 "atelier.tools.sft")
         meta = write_adapter(unet, stage, meta, ADAPTER_NAME)
+    if checkpoint is not None:  # the adapter is saved: its step state is spent
+        checkpoint.remove()
     return adapter_summary(meta, out_dir)

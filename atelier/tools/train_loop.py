@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ class TrainLog:
     def __init__(self, directory: str | Path, tensorboard: bool = True):
         self.directory = Path(directory)
         self._file = open(self.directory / TRAIN_LOG, "w")
+        self.rows: list[dict] = []  # what was written, for a step checkpoint to replay after a resume
         self._board = None
         if tensorboard and importlib.util.find_spec("tensorboard") is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -43,7 +45,9 @@ class TrainLog:
             self._board = SummaryWriter(str(self.directory / TENSORBOARD_DIR))
 
     def write(self, step: int, **values: float) -> None:
+        self.rows.append({"step": step, **values})
         self._file.write(json.dumps({"step": step, **values}) + "\n")
+        self._file.flush()  # a user (or `tail -f`) sees each step as it ends, not at the end of training
         if self._board is not None:
             for name, value in values.items():
                 self._board.add_scalar(name, value, step)
@@ -72,11 +76,19 @@ def run_optimizer_steps(
     lr: float,
     what: str,
     progress: Callable[[int, int, float], None] | None = None,
+    checkpoint: StepCheckpoint | None = None,
 ) -> list[float]:
     """Run `steps` optimizer steps; returns each step's loss (the mean over its micro-batches).
-    Metrics yielded with the losses are averaged the same way and logged beside them."""
+    Metrics yielded with the losses are averaged the same way and logged beside them. With a
+    `checkpoint`, the training's state is saved every `checkpoint.every` steps and a training
+    that was killed continues from the last save, to the same weights as an uninterrupted one."""
     losses: list[float] = []
-    for step in range(steps):
+    start = 0
+    if checkpoint is not None and (restored := checkpoint.restore(params, optimizer)) is not None:
+        start, losses, rows = restored
+        for row in rows:  # the log of the steps before the kill, as they were written then
+            log.write(**row)
+    for step in range(start, steps):
         optimizer.zero_grad(set_to_none=True)
         step_loss, step_metrics = 0.0, {}
         for loss, metrics in micro_batches(step):
@@ -99,6 +111,8 @@ def run_optimizer_steps(
             )
         losses.append(step_loss)
         log.write(step, loss=step_loss, lr=lr, **step_metrics)
+        if checkpoint is not None and (step + 1) % checkpoint.every == 0 and step + 1 < steps:
+            checkpoint.save(step + 1, params, optimizer, losses, log.rows)
         if progress is not None:
             progress(step + 1, steps, step_loss)
     return losses
@@ -112,14 +126,92 @@ def weights_finite(params: list[torch.Tensor]) -> bool:
     return bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())
 
 
-def endless_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless index batches: a fresh permutation per epoch, batches may span two epochs."""
-    pending = torch.empty(0, dtype=torch.long)
-    while True:
-        while len(pending) < batch_size:
-            pending = torch.cat([pending, torch.randperm(n, generator=generator)])
-        yield pending[:batch_size]
-        pending = pending[batch_size:]
+class EndlessBatches:
+    """Endless index batches of `batch_size` from range(n): a fresh permutation per epoch drawn
+    from `generator`, batches may span two epochs. Its state (the generator's and the indices
+    drawn but not yet used) can be saved and restored, for step checkpoints."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+        self.pending = torch.empty(0, dtype=torch.long)
+
+    def __iter__(self) -> EndlessBatches:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        while len(self.pending) < self.batch_size:
+            self.pending = torch.cat([self.pending, torch.randperm(self.n, generator=self.generator)])
+        batch, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
+        return batch
+
+    def get_state(self) -> dict:
+        return {"generator": self.generator.get_state(), "pending": self.pending.clone()}
+
+    def set_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.pending = state["pending"].clone()
+
+
+def endless_batches(n: int, batch_size: int, generator: torch.Generator) -> EndlessBatches:
+    return EndlessBatches(n, batch_size, generator)
+
+
+class StepCheckpoint:
+    """A training's state every `every` optimizer steps, in one file beside the adapter folder
+    (`.<adapter>.steps.pt`, replaced atomically): the step, the LoRA weights, the optimizer's
+    state, every random stream the trainer draws from (`streams`: name -> torch.Generator or
+    EndlessBatches), the losses and the log so far. A saved state is used only by a training
+    with the same `fingerprint` (config, data, init adapter); `remove()` once the adapter is saved.
+
+    Restoring every stream and the optimizer exactly is what makes a resumed training end with
+    the same weights as an uninterrupted one (bit for bit on CPU at the same thread count)."""
+
+    def __init__(self, out_dir: str | Path, every: int, fingerprint: dict, streams: dict):
+        out_dir = Path(out_dir)
+        self.path = out_dir.parent / f".{out_dir.name}.steps.pt"
+        self.every, self.streams = every, streams
+        self.fingerprint = json.dumps(fingerprint, sort_keys=True, default=str)
+
+    def save(self, step: int, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+             losses: list[float], log_rows: list[dict]) -> None:
+        state = {"fingerprint": self.fingerprint, "step": step, "losses": list(losses), "log": list(log_rows),
+                 "params": [p.detach().cpu().clone() for p in params], "optimizer": optimizer.state_dict(),
+                 "streams": {name: s.get_state() for name, s in self.streams.items()}}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)  # a kill mid-save leaves the previous checkpoint whole
+
+    def restore(self, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer) -> tuple[int, list[float], list[dict]] | None:
+        """(next step, losses, log rows) after loading the saved state into `params`, the
+        optimizer and the streams; None when there is none for this training (or it is unreadable)."""
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception:  # a damaged file (a disk that filled mid-save): train from the start
+            return None
+        if state.get("fingerprint") != self.fingerprint or len(state["params"]) != len(params):
+            return None
+        with torch.no_grad():
+            for p, saved in zip(params, state["params"]):
+                p.copy_(saved.to(p.device, p.dtype))
+        optimizer.load_state_dict(state["optimizer"])
+        for name, stream in self.streams.items():
+            stream.set_state(state["streams"][name])
+        return state["step"], state["losses"], state["log"]
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def step_checkpoint(out_dir: str | Path, cfg, sources, init_adapter, streams: dict) -> StepCheckpoint | None:
+    """The StepCheckpoint of a training into `out_dir` with `cfg` (a LoraTrainingConfig; its
+    `checkpoint_every` 0 = none) on `sources` from `init_adapter`."""
+    if not cfg.checkpoint_every:
+        return None
+    fingerprint = {"config": cfg.model_dump(mode="json"), "sources": [str(Path(d).resolve()) for d in as_path_list(sources)],
+                   "init_adapter": None if init_adapter is None else str(Path(init_adapter).resolve())}
+    return StepCheckpoint(out_dir, cfg.checkpoint_every, fingerprint, streams)
 
 
 def caption_table(captions: list[str]) -> tuple[list[str], torch.Tensor]:
