@@ -191,3 +191,57 @@ def test_every_role_on_the_openai_server(tmp_path):
     assert state["kind"] == "unchanged"  # no train_model: the pairs are exported, the model is asked as it is
     evaluated = json.loads((run / "round_001" / "eval" / "rewrites.json").read_text())
     assert all(p["rewrite"] in phrasings(p["prompt"]) or p["failures"] for p in evaluated["prompts"])
+
+
+# --- a model rewriter trained with DPO in the loop and served as a LoRA -------------------------
+
+
+class LoraServer(OpenAIServer):
+    """The test server that also takes vLLM's runtime LoRA loading (POST /v1/load_lora_adapter)."""
+
+    def __init__(self, script):
+        self.loaded: list[dict] = []
+        super().__init__(script)
+
+    def _handler(self):
+        base, server = super()._handler(), self
+
+        class Handler(base):
+            def do_POST(self):
+                if self.path.rstrip("/") == "/v1/load_lora_adapter":
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                    known = any(b["lora_name"] == body["lora_name"] for b in server.loaded)
+                    server.loaded.append(body)
+                    if known:  # vLLM's answer for an adapter it has already
+                        self._send(400, {"error": {"message": f"The lora adapter '{body['lora_name']}' has already been loaded."}})
+                    else:
+                        self._send(200, b"Success", "text/plain")
+                    return
+                super().do_POST()
+
+        return Handler
+
+
+def test_a_model_rewriter_is_trained_with_dpo_and_asked_through_its_lora(tmp_path):
+    from atelier.rewriter.rewriter import served_name
+    from tiny_causal_lm import build_tiny_causal_lm
+
+    lm = build_tiny_causal_lm(tmp_path / "lm")
+    with LoraServer(script) as server:
+        agents = {role: {"backend": "openai", "base_url": server.url, "model": "scripted-vlm", "max_concurrency": 4,
+                         "max_reasks": 1, "retry_backoff_s": 0.01} for role in ("planner", "prompt_writer", "judge")}
+        cfg = write_config(tmp_path, strategy="rewrite", agents=agents, budget={**TINY["budget"], "rounds": 1},
+                           rewrite={**REWRITE, "train_model": str(lm), "learning_rate": 1e-3, "batch_size": 2},
+                           decide={**TINY["decide"], "max_failed_share": 1.0})
+        done = atelier("run", str(cfg), "--run-id", "dpo", env={"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    adapter = tmp_path / "runs" / "dpo" / "round_001" / "adapter"
+    state = json.loads((adapter / "rewriter.json").read_text())
+    assert state["kind"] == "lora" and state["base_model"] == str(lm) and state["steps"] >= 1
+    assert (adapter / "lora" / "adapter_config.json").exists()
+    name = served_name(adapter / "lora")
+    assert server.loaded and server.loaded[0] == {"lora_name": name, "lora_path": str((adapter / "lora").resolve())}
+    # the held-out best guesses were asked of the LoRA, by its served name, at temperature 0
+    asked = [b for b in server.requests if schema_name(b) == "OneRewrite" and b["model"] == name]
+    heldout = json.loads((tmp_path / "runs" / "dpo" / "heldout" / "prompts.json").read_text())
+    assert len(asked) >= len(heldout) and all(b.get("temperature") == 0.0 for b in asked)
