@@ -109,3 +109,17 @@ def test_nucleus_keeps_the_most_likely_phrasings():
 def test_config_checks_the_rewriter():
     with pytest.raises(ValueError, match="train_model"):
         parse_config({"goal": "get left and right right", "strategy": "rewrite", "rewrite": {"train_model": "x"}})
+
+
+def test_a_server_without_runtime_lora_loading_is_one_clear_error(tmp_path):
+    from atelier.config import AgentConfig
+    from atelier.rewriter.rewriter import load_lora_into_server
+    from openai_server import OpenAIServer
+
+    with OpenAIServer() as server:  # answers 404 for /v1/load_lora_adapter, as vLLM without the runtime flag
+        agent = AgentConfig(backend="openai", base_url=server.url, model="m")
+        with pytest.raises(ValueError, match="refused to load the rewriter's LoRA .*--enable-lora"):
+            load_lora_into_server(agent, tmp_path)
+    agent = AgentConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="m", timeout_s=2)
+    with pytest.raises(ValueError, match="cannot reach"):
+        load_lora_into_server(agent, tmp_path)

@@ -30,24 +30,15 @@ from atelier.rewriter.export import trl_rows, write_pairs
 from atelier.rewriter.pairs import RUBRICS, overall_score, preference_pair, rubric_means
 from atelier.rewriter.rewriter import RULE_FILE, STATE_FILE, load_rewriter, world_language
 from atelier.rewriter.rule import learn_rule
+from atelier.runs import read_json as _read_json
+from atelier.runs import read_jsonl as _read_jsonl
+from atelier.runs import round_dir as _round_dir
 from atelier.worlds.base import Progress, World, WorldPrompt
 
 log = logging.getLogger("atelier.strategies")
 
 RUBRICS_FILE = "rubrics.jsonl"  # under a round's folder: every candidate with its rubric samples
 STORIES_FILE = "stories.jsonl"  # under a round's folder: one story per user prompt
-
-
-def _read_json(path: Path):
-    import json
-
-    return json.loads(Path(path).read_text())
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    import json
-
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 class Rewrite:
@@ -91,7 +82,7 @@ class Rewrite:
         in round_NNN/rubrics.jsonl; the round's stories in round_NNN/stories.jsonl."""
         from atelier.agents.judge import RubricJudgeRequest, ask_judge
 
-        round_dir = ctx.run_dir / f"round_{state['round']:03d}"
+        round_dir = _round_dir(ctx.run_dir, state["round"])
         out = round_dir / RUBRICS_FILE
         if not out.exists():
             rows = [j for f in state["judged"] if Path(f).name != RUBRICS_FILE for j in _read_jsonl(Path(f))]
