@@ -393,7 +393,7 @@ def _apply(canvas: Canvas, op: Op, prompt: str | None = None) -> str:
     raise ValueError(op.kind)
 
 
-def _confirmed(op: Op, before: list[Detection], after: list[Detection], size: int) -> bool:
+def confirmed(op: Op, before: list[Detection], after: list[Detection], size: int) -> bool:
     """Whether the detector sees on the edited image what the instruction promised."""
     n_before = sum(d.label == op.name for d in before)
     now = [d for d in after if d.label == op.name]
@@ -442,7 +442,7 @@ def layout_edit(image: Image.Image, instructions: list[str], seed: int, prompt: 
         if op is None:
             outcomes.append(InstructionOutcome(text, "unparsed", False, False, why))
         else:
-            done = not why and _confirmed(op, before, after, canvas.size)
+            done = not why and confirmed(op, before, after, canvas.size)
             outcomes.append(InstructionOutcome(text, op.kind, not why, done,
                                                why or ("" if done else "the detector does not confirm it")))
     return LayoutEdit(edited, outcomes, seed)

@@ -14,7 +14,12 @@ from atelier.agents.questions import ccsr_outcomes, ccsr_score
 from atelier.tools.detection import Detection
 from atelier.tools.generate import generation_options
 from atelier.tools.sft import SFTConfig, train_lora_sft
-from atelier.worlds.base import Progress, WorldPrompt
+from atelier.agents.critic import CritiqueRequest
+from atelier.strategies.rpo_config import editor_name
+from atelier.tools.dpo import DPOConfig, train_diffusion_dpo
+from atelier.worlds.base import Editor, Progress, WorldPrompt
+from atelier.worlds.shapes.critique import critique_request
+from atelier.worlds.shapes.editors import LayoutEditor, SDEditEditor
 from atelier.worlds.generator import LoadedGenerator
 from atelier.worlds.judgment import answer_probe
 from atelier.worlds.shapes.judge import judge_rows
@@ -99,6 +104,39 @@ class ShapesWorld:
         pipe.set_compute_dtype("float32")
         try:
             return train_lora_sft(pipe, list(datasets), out, sft, init_adapter=init_adapter, progress=progress)
+        finally:
+            pipe.compute_dtype = sampling_dtype
+
+    # --- RPO: critique, edit, Diffusion-DPO ------------------------------------------------------
+
+    def critique_request(self, row: dict) -> CritiqueRequest:
+        """The critic's request about a judged image: its caption's objects and words, and the
+        exact detector's output (what the builtin critic reads; a model critic sees the image)."""
+        return critique_request(Path(row["file"]), row["prompt"])
+
+    def editor(self) -> Editor:
+        """The configured editor (rpo.editor): the layout editor, or SDEdit by the base model."""
+        rpo, g = self.config.rpo, self.config.generation
+        base = self.generator.base_pipeline
+        match editor_name(self.config):
+            case "layout":
+                return LayoutEditor(base, rpo.blend_strength, g.steps, g.guidance_scale)
+            case "sdedit":
+                return SDEditEditor(base, rpo.strength, g.steps, g.guidance_scale)
+        raise ValueError(f"rpo.editor {self.config.rpo.editor!r}: the shapes world edits with 'layout' or 'sdedit'")
+
+    def train_dpo(self, pair_sources: Sequence[Path], out: Path, init_adapter: str | None, seed: int,
+                  progress: Progress | None = None) -> dict:
+        """A LoRA trained by Diffusion-DPO (atelier.tools.dpo) on preference pairs (parquet files),
+        continuing from `init_adapter`, the reference being the base (adapters disabled); the
+        train section's steps, batch and rank, rpo.beta and rpo.learning_rate."""
+        t, rpo = self.config.train, self.config.rpo
+        dpo = DPOConfig(**{**t.lora_fields(seed, self.config.device), "lr": rpo.learning_rate}, beta=rpo.beta)
+        pipe = self.generator.base_pipeline()
+        sampling_dtype = pipe.compute_dtype
+        pipe.set_compute_dtype("float32")  # as train_sft: the adapter must not depend on this CPU's bf16
+        try:
+            return train_diffusion_dpo(pipe, list(pair_sources), out, dpo, init_adapter=init_adapter, progress=progress)
         finally:
             pipe.compute_dtype = sampling_dtype
 
