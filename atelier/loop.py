@@ -25,6 +25,7 @@ import yaml
 from langgraph.checkpoint.sqlite import SqliteSaver
 from rich.console import Console
 
+from atelier import progress
 from atelier.config import Config, parse_config
 from atelier.graphs.graph import compile_graph
 from atelier.graphs.pause import RunPaused
@@ -32,7 +33,8 @@ from atelier.graphs.state import LoopContext
 from atelier.strategies import strategy_for
 from atelier.worlds import load_world
 from atelier.runs import (CHECKPOINT_DB, RunError, RunLock, check_run_id, disk_error, evaluation_dir, get_status,
-                          lock_held, new_run_id, read_json, set_status)
+                          in_run, lock_held, new_run_id, read_json, set_status)
+from atelier.version import atelier_version
 
 console = Console(stderr=True, soft_wrap=True)
 _NODE_ORDER = ["plan", "baseline", "write_prompts", "generate", "judge", "curate", "train", "evaluate", "decide", "report"]
@@ -129,7 +131,8 @@ def _drive(cfg: Config, run_dir: Path, run_id: str, inputs) -> dict:
 
 
 def _drive_graph(cfg: Config, run_dir: Path, run_id: str, inputs) -> dict:
-    set_status(run_dir, state="running", pid=os.getpid(), host=socket.gethostname(), error=None, reason=None)
+    set_status(run_dir, state="running", pid=os.getpid(), host=socket.gethostname(), error=None, reason=None,
+               atelier_version=atelier_version())
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     saver = _checkpointer(run_dir)
@@ -140,19 +143,51 @@ def _drive_graph(cfg: Config, run_dir: Path, run_id: str, inputs) -> dict:
     ctx = LoopContext(config=cfg, run_dir=run_dir, world=world, strategy=strategy)
     last = time.time()
     try:
-        for update in graph.stream(inputs, thread, context=ctx, stream_mode="updates"):
-            for node, value in update.items():
-                now = time.time()
-                where = get_status(run_dir)
-                prefix = f"round {where['round']}/{cfg.budget.rounds} " if "round" in where and node not in ("plan", "baseline", "report") else ""
-                console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {prefix}{_describe(node, value)} [dim]({now - last:.1f}s)[/dim]")
-                last = now
+        with progress.use(progress.RunProgress(console)) as bars:
+            for update in graph.stream(inputs, thread, context=ctx, stream_mode="updates"):
+                for node, value in update.items():
+                    now = time.time()
+                    where = get_status(run_dir)
+                    prefix = f"round {where['round']}/{cfg.budget.rounds} " if "round" in where and node not in ("plan", "baseline", "report") else ""
+                    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {prefix}{_describe(node, value)} [dim]({now - last:.1f}s)[/dim]")
+                    last = now
+                    _track_round(bars, node, where, cfg, run_dir)
+                    if node == "decide" and isinstance(value, dict) and value.get("rounds") and not value.get("stop_reason"):
+                        _report_round(graph, thread, value, cfg, run_dir)
     finally:
         saver.conn.close()
         world.close()
     final = graph_state(run_dir, run_id)
     set_status(run_dir, state="finished", node="done", report=final.get("report"))
     return final
+
+
+def _track_round(bars: progress.RunProgress, node: str, where: dict, cfg: Config, run_dir: Path) -> None:
+    """The round's line above the bars: its ETA from the previous round's wall time."""
+    if node == "write_prompts" and "round" in where:
+        r = where["round"]
+        bars.round_started(r, cfg.budget.rounds, progress.round_seconds(run_dir, r - 1) if r > 1 else None)
+    elif node == "decide":
+        bars.round_ended()
+
+
+def _report_round(graph, thread: dict, decided: dict, cfg: Config, run_dir: Path) -> None:
+    """Rewrite the report after a round's decision, so a user can watch a run (the report node
+    writes the final one). A report that fails here is one line, and the run goes on; a disk
+    error is not swallowed."""
+    from atelier.report import write_report
+
+    state = dict(graph.get_state(thread).values)
+    if decided["rounds"][-1]["round"] not in [r["round"] for r in state.get("rounds", [])]:  # not checkpointed yet
+        state |= {**{k: v for k, v in decided.items() if k != "rounds"}, "rounds": [*state.get("rounds", []), *decided["rounds"]]}
+    try:
+        path = write_report(run_dir, state, cfg.generation)
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a report is never a reason to stop training
+        console.print(f"[yellow]report not updated this round: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}[/yellow]")
+        return
+    console.print(f"[dim]report updated: {path}[/dim]")
 
 
 def _describe(node: str, value) -> str:
@@ -176,7 +211,9 @@ def start_run(cfg: Config, run_id: str | None = None) -> tuple[str, dict]:
     run_id = new_run_id() if run_id is None else check_run_id(run_id)  # before anything is written
     if cfg.agents.planner.backend == "builtin":
         load_world(cfg).plan(cfg.goal, Path("."))  # a goal the planner cannot map fails here, before a run exists
-    run_dir = cfg.run_dir / run_id
+    # Absolute: the paths a run records (held-out file, adapters) stay right when it is resumed
+    # or inspected from another folder.
+    run_dir = (cfg.run_dir / run_id).absolute()
     if (run_dir / CHECKPOINT_DB).exists() and not _in_use(run_dir):
         raise RunError(f"run {run_id} already exists in {cfg.run_dir}; use `atelier resume {run_id}`")
     with ExitStack() as held:
@@ -206,7 +243,7 @@ def find_run(run_id: str, root: Path | None = None) -> Path:
     candidates = [root / run_id] if root else [Path("runs") / run_id, Path(run_id)]
     for path in candidates:
         if (path / "config.yaml").exists():
-            return path
+            return path.absolute()
     raise RunError(f"no run {run_id!r} (looked in {', '.join(str(c) for c in candidates)})")
 
 
@@ -270,12 +307,13 @@ def run_summary(run_dir: Path) -> dict:
         "base": base,
         "rounds": [
             {"round": r["round"], "promoted": r["promoted"], "metrics": r["metrics"], "gain": r["gain"], "noise": r["noise"],
-             "reason": r["reason"], "adapter": r["adapter"]}
+             "reason": r["reason"], "adapter": in_run(r["adapter"], run_dir)}
             for r in state.get("rounds", [])
         ],
-        "best_adapter": state.get("best_adapter"),
+        "best_adapter": in_run(state.get("best_adapter"), run_dir),
         "stop_reason": state.get("stop_reason"),
-        "report": state.get("report"),
+        "report": in_run(state.get("report"), run_dir),
+        "atelier_version": status.get("atelier_version"),
         "error": status.get("error"),
         "reason": status.get("reason"),
     }

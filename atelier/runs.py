@@ -191,6 +191,19 @@ def best_round(state: dict) -> int | None:
     return None if best is None else next((r["round"] for r in state.get("rounds", []) if r["adapter"] == best), None)
 
 
+def in_run(path: str | None, run_dir: Path) -> str | None:
+    """A path a run recorded (an adapter, the report), as it is now: re-rooted at the run folder
+    found, absolute, whatever folder the run was launched from or moved to since. A path outside
+    the run (no component named like the run) is returned as it is."""
+    if path is None:
+        return None
+    parts = Path(path).parts
+    if run_dir.name not in parts:
+        return str(path)
+    inner = parts[len(parts) - parts[::-1].index(run_dir.name):]
+    return str(Path(run_dir).absolute().joinpath(*inner))
+
+
 def evaluation_dir(run_dir: Path, round_no: int | None) -> Path:
     """Where a round's held-out evaluation (images, judgments.jsonl, metrics.json) is; None = the base's."""
     return run_dir / "base" if round_no is None else round_dir(run_dir, round_no) / "eval"

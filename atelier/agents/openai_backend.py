@@ -5,11 +5,13 @@ constrained by the request's JSON schema (a strict `json_schema` response format
 chat model; the raw text is validated here, so it survives a bad answer); images inline as PNG
 data URLs. Around each call:
   - a semaphore per endpoint bounds the requests in flight (shared by every role on that URL);
-  - transport failures are retried with exponential back-off, then recorded as a failed result,
-    never raised: connection refused or reset, timeouts, 408/409/429 and 5xx, and a 200 whose
-    body is not a chat completion (an HTML page, text, JSON cut short, JSON without choices),
-    which an httpx response hook catches before any library parses it. The SDK's own retries
-    are off, so `max_retries` means what it says;
+  - transport failures are retried (tenacity) with exponential back-off and jitter, or after the
+    server's `Retry-After` / `retry-after-ms` when it asks for longer (capped at
+    MAX_RETRY_AFTER_S), then recorded as a failed result, never raised: connection refused or
+    reset, timeouts, 408/409/429 and 5xx, and a 200 whose body is not a chat completion (an HTML
+    page, text, JSON cut short, JSON without choices), which an httpx response hook catches
+    before any library parses it. The SDK's own retries are off (they cannot see those 200s), so
+    `max_retries` means what it says;
   - an answer that is empty, not JSON, off the schema or against the request's rules is sent
     back with the validation error, up to `max_reasks` times, then returned as a failed result
     holding the raw text. The API key comes from the environment variable the config names;
@@ -20,6 +22,7 @@ data URLs. Around each call:
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import os
@@ -29,6 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
+import tenacity
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.utils.function_calling import convert_to_openai_function
 from langchain_openai import ChatOpenAI
@@ -111,6 +115,31 @@ def _retryable(error: Exception) -> bool:
     if isinstance(error, (openai.APIConnectionError, openai.APIResponseValidationError, _BadReply)):  # incl. timeouts
         return True
     return isinstance(error, openai.APIStatusError) and (error.status_code >= 500 or error.status_code in (408, 409, 429))
+
+
+MAX_RETRY_AFTER_S = 120.0  # a server asking for longer gets a failed result after this wait, not an hour's stall
+
+
+def retry_after_s(error: BaseException | None) -> float:
+    """The wait an HTTP error's response asks for: `retry-after-ms`, else `Retry-After` in
+    seconds or as an HTTP date (RFC 9110 10.2.3); 0 when it asks for none. At most MAX_RETRY_AFTER_S."""
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return 0.0
+    wait = 0.0
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            wait = float(ms) / 1000
+        elif (value := headers.get("retry-after")) is not None:
+            try:
+                wait = float(value)
+            except ValueError:
+                when = email.utils.parsedate_to_datetime(value)
+                wait = when.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return min(max(wait, 0.0), MAX_RETRY_AFTER_S)
 
 
 def _refuses_us(error: Exception) -> bool:
@@ -265,27 +294,33 @@ class OpenAIBackend(Backend):
         result.raw = text
         return cleaned
 
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """Exponential back-off with 25% jitter, or the server's Retry-After when it is longer."""
+        backoff = self.config.retry_backoff_s * 2 ** (state.attempt_number - 1) * (1 + 0.25 * random.random())
+        return max(backoff, retry_after_s(state.outcome.exception() if state.outcome else None))
+
     def _call(self, runnable, messages: list[BaseMessage], result: AgentResult) -> AIMessage:
         cfg = self.config
-        for attempt in range(cfg.max_retries + 1):
-            try:
-                with self._slots:
-                    return runnable.invoke(messages)
-            except (openai.APIError, _BadReply) as e:
-                if _refuses_us(e):
-                    raise AgentEndpointError(
-                        f"agents.{self.role}: {cfg.base_url} answered {e.status_code} for model {cfg.model!r}; "
-                        "check base_url, model and api_key_env"
-                    ) from None
-                if not _retryable(e):
-                    raise _TransportFailure(f"request rejected: {type(e).__name__}: {self._short(e)}") from None
-                if attempt == cfg.max_retries:
-                    raise _TransportFailure(
-                        f"gave up after {attempt + 1} tries: {type(e).__name__}: {self._short(e)}"
-                    ) from None
-            result.retries += 1
-            # Released the slot before sleeping: a back-off must not hold up other requests.
-            time.sleep(cfg.retry_backoff_s * 2**attempt * (1 + 0.25 * random.random()))
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(cfg.max_retries + 1), wait=self._wait, reraise=True,
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, (openai.APIError, _BadReply)) and _retryable(e)),
+            before_sleep=lambda state: setattr(result, "retries", result.retries + 1))
+        try:
+            for attempt in retrying:
+                with attempt:
+                    with self._slots:  # released before the wait: a back-off must not hold up other requests
+                        return runnable.invoke(messages)
+        except (openai.APIError, _BadReply) as e:
+            if _refuses_us(e):
+                raise AgentEndpointError(
+                    f"agents.{self.role}: {cfg.base_url} answered {e.status_code} for model {cfg.model!r}; "
+                    "check base_url, model and api_key_env"
+                ) from None
+            if not _retryable(e):
+                raise _TransportFailure(f"request rejected: {type(e).__name__}: {self._short(e)}") from None
+            raise _TransportFailure(
+                f"gave up after {result.retries + 1} tries: {type(e).__name__}: {self._short(e)}"
+            ) from None
         raise AssertionError("unreachable")
 
     def _short(self, error: Exception) -> str:

@@ -1,20 +1,27 @@
-"""The minimal end-of-run report: metrics per round as JSON, a Markdown and an HTML summary, and a
-grid of held-out images, base model vs best adapter (same prompts, same seeds)."""
+"""The report's numbers: report.json (metrics per round, gains with paired and Newcombe intervals,
+references, sampling settings) and report.md (the same as a Markdown summary with the labelled
+held-out grid, base vs best, same prompts and seeds). The HTML page is atelier.report.page."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
-
-from PIL import Image, ImageDraw
 
 from atelier.atomic import write_json_atomic, write_text_atomic
 from atelier.config import GenerationConfig
+from atelier.report.grids import MAX_ROWS, grid_png
 from atelier.runs import best_round, evaluation_dir, guided_base_dir, read_json, read_jsonl
 from atelier.stats.intervals import difference_ci
 from atelier.worlds.judgment import paired_difference, paired_win_rate
 
-_KEYS = ("object_accuracy", "count_accuracy", "relation_accuracy_cond", "relation_accuracy_uncond", "visor_4")
+_KEYS = ("object_accuracy", "count_accuracy", "relation_accuracy_cond", "relation_accuracy_uncond", "visor_{k}",
+         "question_score", "clip_score")
+
+
+def table_keys(base: dict, k: int) -> list[str]:
+    """The metrics the table shows: those the base has a value for, with VISOR_n at n = the images
+    per held-out prompt (at most 4): VISOR_4 of 2 images per prompt is 0 by construction."""
+    keys = [key.format(k=max(1, min(k, 4))) for key in _KEYS]
+    return [key for key in keys if (base.get(key) or {}).get("value") is not None]
 
 
 def format_share(m: dict | None, digits: int = 2) -> str:
@@ -23,26 +30,6 @@ def format_share(m: dict | None, digits: int = 2) -> str:
         return "n/a"
     lo, hi = m["ci95"]
     return f"{m['value']:.3f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def _grid(run_dir: Path, base_eval: Path, best_eval: Path, prompts: list[str], k: int, rows: int = 8,
-          scale: int = 3) -> Path:
-    """Rows of held-out prompts: k base images, a gap, k best images."""
-    rows = min(rows, len(prompts))
-    sample = Image.open(base_eval / "images" / "p000_0.png")
-    side = sample.width * scale
-    gap = side // 2
-    grid = Image.new("RGB", (2 * k * side + gap, rows * side), "white")
-    for i in range(rows):
-        for j in range(k):
-            for col0, folder in ((0, base_eval / "images"), (k * side + gap, best_eval / "images")):
-                img = Image.open(folder / f"p{i:03d}_{j}.png").resize((side, side), Image.NEAREST)
-                grid.paste(img, (col0 + j * side, i * side))
-    ImageDraw.Draw(grid).line([(k * side + gap // 2, 0), (k * side + gap // 2, grid.height)], fill="black")
-    path = run_dir / "report" / "heldout_grid.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
 
 
 def _paired_gains(base_eval: Path, best_eval: Path, keys: tuple[str, ...]) -> dict:
@@ -98,11 +85,17 @@ def sampling_text(generation: GenerationConfig) -> str:
     return text
 
 
-def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Path:
-    """report.json, report.md, report.html and the held-out grid. `generation` is the run's own
-    (the guidance of held-out and candidate images, the adapter's gate): said in the text, kept in
-    the JSON."""
-    out = run_dir / "report"
+def heldout_prompts(state: dict) -> list[str]:
+    return [p["text"] if isinstance(p, dict) else p for p in read_json(Path(state["heldout_file"]))]
+
+
+def images_per_prompt(base_eval: Path) -> int:
+    return len(list((base_eval / "images").glob("p000_*.png")))
+
+
+def report_data(run_dir: Path, state: dict, generation: GenerationConfig) -> dict:
+    """What report.json holds. `generation` is the run's own (the guidance of held-out and
+    candidate images, the adapter's gate): said in the text, kept in the JSON."""
     rounds = state.get("rounds", [])
     metric = state["metric"]
     base = state["base_metrics"]
@@ -116,7 +109,7 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
     guided = read_json(guided_eval / "metrics.json") if (guided_eval / "metrics.json").exists() else None
     # Only an adapter can have beaten the guidance; with the base kept, there is nothing to compare.
     guided_gains = _paired_gains(guided_eval, best_eval, (metric, "object_accuracy")) if guided and best_no else {}
-    data = {
+    return {
         "goal": read_json(run_dir / "plan.json")["goal"],
         "metric": metric,
         "base": base,
@@ -140,58 +133,62 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
         "guidance_scale": generation.guidance_scale,
         "candidate_guidance_scale": generation.candidate_guidance_scale,
     }
-    write_json_atomic(out / "report.json", data)
-    prompts = [p["text"] if isinstance(p, dict) else p for p in read_json(Path(state["heldout_file"]))]
-    cfg_k = len([p for p in (base_eval / "images").glob("p000_*.png")])
-    grid = _grid(run_dir, base_eval, best_eval, prompts, cfg_k)
 
-    header = "| | " + " | ".join(_KEYS) + " | promoted |\n|" + "---|" * (len(_KEYS) + 2) + "\n"
-    lines = ["| base | " + " | ".join(format_share(base.get(k)) for k in _KEYS) + " | |"]
-    for r in rounds:
-        lines.append(f"| round {r['round']} | " + " | ".join(format_share(r["metrics"].get(k)) for k in _KEYS)
-                     + f" | {'yes' if r['promoted'] else 'no'} |")
-    lines.append(f"| best ({'round ' + str(best_no) if best_no else 'base'}) | "
-                 + " | ".join(format_share(best.get(k)) for k in _KEYS) + " | |")
-    if guided:
-        guided_g = guided.get("guidance_scale", generation.candidate_guidance_scale)
-        lines.append(f"| base at guidance {guided_g:g} (the candidates') | "
-                     + " | ".join(format_share(guided.get(k)) for k in _KEYS) + " | |")
-    for kind, m in references.items():
-        lines.append(f"| {m.get('label', kind)} | " + " | ".join(format_share(m.get(k)) for k in _KEYS) + " | |")
+
+def gain_text(data: dict) -> str:
+    """best - base on the target metric with its intervals, in words (the headline's bracket)."""
+    metric = data["metric"]
     gain = data["gain"][metric]
-    gain_text = "n/a" if gain is None else f"{gain['value']:+.3f}, 95% CI [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]"
+    text = "n/a" if gain is None else f"{gain['value']:+.3f}, 95% CI [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]"
     if gain is not None and data["gain_paired"].get(metric):
         lo, hi = data["gain_paired"][metric]["ci95"]
-        gain_text += f"; paired 95% CI [{lo:+.3f}, {hi:+.3f}]"
-    gate_text = sampling_text(generation) + guided_base_text(data["gain_over_guided_base_paired"], metric, generation)
+        text += f"; paired 95% CI [{lo:+.3f}, {hi:+.3f}]"
     if (wins := data["clip_win_rate"]) is not None:
-        gain_text += (f"; CLIP score win rate over the base {wins['value']:.3f} [{wins['ci95'][0]:.2f}, "
-                      f"{wins['ci95'][1]:.2f}] ({wins['wins']} wins, {wins['ties']} ties within 0.01, {wins['losses']} losses)")
+        text += (f"; CLIP score win rate over the base {wins['value']:.3f} [{wins['ci95'][0]:.2f}, "
+                 f"{wins['ci95'][1]:.2f}] ({wins['wins']} wins, {wins['ties']} ties within 0.01, {wins['losses']} losses)")
+    return text
+
+
+def table_rows(data: dict, generation: GenerationConfig, keys: list[str]) -> list[tuple[str, list[str], str]]:
+    """(label, the `keys` metrics as text, promoted) rows: base, rounds, best, references."""
+    base, best, best_no = data["base"], data["best"]["metrics"], data["best"]["round"]
+    rows = [("base", [format_share(base.get(k)) for k in keys], "")]
+    rows += [(f"round {r['round']}", [format_share(r["candidate"].get(k)) for k in keys], "yes" if r["promoted"] else "no")
+             for r in data["rounds"]]
+    rows.append((f"best ({'round ' + str(best_no) if best_no else 'base'})", [format_share(best.get(k)) for k in keys], ""))
+    if guided := data["base_at_candidate_guidance"]:
+        guided_g = guided.get("guidance_scale", generation.candidate_guidance_scale)
+        rows.append((f"base at guidance {guided_g:g} (the candidates')", [format_share(guided.get(k)) for k in keys], ""))
+    rows += [(m.get("label", kind), [format_share(m.get(k)) for k in keys], "") for kind, m in data["references"].items()]
+    return rows
+
+
+def write_summary(run_dir: Path, state: dict, generation: GenerationConfig) -> dict:
+    """report.json, report.md and heldout_grid.png; returns report.json's data."""
+    out = run_dir / "report"
+    data = report_data(run_dir, state, generation)
+    write_json_atomic(out / "report.json", data)
+    metric, base, best = data["metric"], data["base"], data["best"]["metrics"]
+    prompts = heldout_prompts(state)
+    base_eval, best_eval = evaluation_dir(run_dir, None), evaluation_dir(run_dir, data["best"]["round"])
+    k = images_per_prompt(base_eval)
+    grid = grid_png(base_eval, best_eval, prompts, k, metric, out / "heldout_grid.png")
+    keys = table_keys(base, k)
+    header = "| | " + " | ".join(keys) + " | promoted |\n|" + "---|" * (len(keys) + 2) + "\n"
+    lines = [f"| {label} | " + " | ".join(cells) + f" | {promoted} |" for label, cells, promoted in table_rows(data, generation, keys)]
+    gate_text = sampling_text(generation) + guided_base_text(data["gain_over_guided_base_paired"], metric, generation)
     scale_text = "".join(f" {m.get('label', kind).capitalize()}: {format_share(m.get(metric))}."
-                         for kind, m in references.items())
+                         for kind, m in data["references"].items())
+    shown = min(MAX_ROWS, len(prompts))
     md = (
         f"# atelier run {run_dir.name}\n\n**Goal:** {data['goal']}\n\n"
         f"**Target metric:** `{metric}` on {len(prompts)} held-out prompts: base {format_share(base[metric])} -> best "
-        f"{format_share(best[metric])} (gain {gain_text}).{scale_text}\n\n**Stopped:** {data['stop_reason']}\n\n"
+        f"{format_share(best[metric])} (gain {gain_text(data)}).{scale_text}\n\n**Stopped:** {data['stop_reason']}\n\n"
         f"Values are held-out metrics with Wilson 95% intervals.{gate_text}\n\n" + header + "\n".join(lines) + "\n\n"
-        f"![held-out prompts, base (left) vs best (right)](heldout_grid.png)\n\nRows (first {min(8, len(prompts))} held-out prompts):\n\n"
-        + "".join(f"{i + 1}. {p}\n" for i, p in enumerate(prompts[:8]))
+        f"![held-out prompts, base (left) vs best (right); green frame: the judge says right on {metric}, red: wrong]"
+        f"({grid.name})\n\nRows (first {shown} held-out prompts):\n\n"
+        + "".join(f"{i + 1}. {p}\n" for i, p in enumerate(prompts[:shown]))
+        + "\nThe full report with curves, per-sample stories and failures: index.html\n"
     )
     write_text_atomic(out / "report.md", md)
-    rows_html = "".join(f"<li>{html.escape(p)}</li>" for p in prompts[:8])
-    table = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>" for line in lines
-    )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>atelier run "
-        f"{html.escape(run_dir.name)}</title><style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}"
-        "td,th{padding:4px 8px;border-bottom:1px solid #ddd}img{image-rendering:pixelated}</style></head><body>"
-        f"<h1>atelier run {html.escape(run_dir.name)}</h1><p><b>Goal:</b> {html.escape(data['goal'])}</p>"
-        f"<p><b>{html.escape(metric)}</b>: base {format_share(base[metric])} &rarr; best {format_share(best[metric])} (gain {gain_text}).{html.escape(scale_text)}</p>"
-        f"<p><b>Stopped:</b> {html.escape(str(data['stop_reason']))}</p><p>{html.escape(gate_text.strip())}</p>"
-        "<table><tr><th></th>" + "".join(f"<th>{k}</th>" for k in _KEYS) + "<th>promoted</th></tr>" + table + "</table>"
-        f"<h2>Held-out prompts: base (left) vs best (right)</h2><img src='{grid.name}' alt='grid'><ol>{rows_html}</ol>"
-        "</body></html>"
-    )
-    write_text_atomic(out / "report.html", page)
-    return out / "report.html"
+    return data
