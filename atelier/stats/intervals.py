@@ -15,14 +15,12 @@ from scipy import stats
 
 def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval for a binomial share; sound at 0 and at 1, unlike the normal one
-    (Wilson, 1927). ValueError when total <= 0."""
+    (Wilson, 1927), as scipy computes it (`binomtest(...).proportion_ci(method="wilson")`) at the
+    confidence level of `z` (1.96: 95%). ValueError when total <= 0."""
     if total <= 0:
         raise ValueError("no trials")
-    p = successes / total
-    denominator = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = stats.binomtest(successes, total).proportion_ci(confidence_level=2 * stats.norm.cdf(z) - 1, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def share(successes: int, total: int) -> dict:
