@@ -34,6 +34,12 @@ def _generate_bounds_error(args) -> str | None:
     return None
 
 
+def adapter_error(adapter) -> str | None:
+    from atelier.tools.model_folders import adapter_error as check
+
+    return check(adapter)
+
+
 def _fail(message: str) -> int:
     print(f"atelier: error: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -173,7 +179,7 @@ def cmd_generate(args) -> int:
         prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
     if not prompts:
         return _fail("give --prompt P or --prompts-file F")
-    if error := _gate_error(args.adapter_min_timestep) or _generate_bounds_error(args):
+    if error := _gate_error(args.adapter_min_timestep) or _generate_bounds_error(args) or adapter_error(args.adapter):
         return _fail(error)
     shapes = is_shapes_model(args.model)
     if args.model == "shapes":
@@ -254,7 +260,7 @@ def cmd_shapes_eval(args) -> int:
         return _fail(f"--n must be between 1 and {len(heldout_scenes())} (the held-out prompts), got {args.n}")
     if not 1 <= args.images_per_prompt <= MAX_IMAGES_PER_PROMPT:
         return _fail(f"--images-per-prompt must be between 1 and {MAX_IMAGES_PER_PROMPT}, got {args.images_per_prompt}")
-    if error := _gate_error(args.adapter_min_timestep):
+    if error := _gate_error(args.adapter_min_timestep) or adapter_error(args.adapter):
         return _fail(error)
     metrics = evaluate_model(args.model, args.adapter, n_prompts=args.n, seed=args.seed, device=args.device,
                              images_per_prompt=args.images_per_prompt, dtype=args.dtype,

@@ -57,3 +57,22 @@ def check_model_folder(model: str | Path, kind: str, field: str) -> None:
                              f"{' or '.join(TEXT_TO_IMAGE)} (SD 1.5 / 2.x / SDXL)")
     elif config.get("model_type") not in MODEL_TYPES[kind]:
         raise ValueError(f"{field} {str(model)!r} is a {config.get('model_type')!r} model, not {kind}")
+
+
+LORA_WEIGHT_FILES = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")  # diffusers' names
+
+
+def adapter_error(adapter: str | Path | None, flag: str = "--adapter") -> str | None:
+    """The one-line reason a local LoRA adapter cannot be loaded (missing, not a folder or a
+    weights file, no diffusers LoRA weights inside); None when it can be tried, or for a hub id
+    (checked when it is downloaded)."""
+    if adapter is None or not looks_local(adapter):
+        return None
+    path = Path(adapter).expanduser()
+    if not path.exists():
+        return f"{flag} {adapter}: no such folder"
+    if path.is_file():
+        return None if path.suffix in (".safetensors", ".bin") else f"{flag} {adapter}: not a LoRA weights file (.safetensors)"
+    if not any((path / name).is_file() for name in LORA_WEIGHT_FILES):
+        return f"{flag} {adapter}: holds no LoRA adapter ({LORA_WEIGHT_FILES[0]})"
+    return None
