@@ -152,3 +152,14 @@ def test_builtin_critic_and_writer_then_the_editor_fix_a_wrong_scene(truth, prom
         edit = layout_edit(image, instructions, seed, prompt=prompt)
         fixed += judge_image(scene, detect_all(edit.image)).ipr_correct
     assert fixed >= len(SEEDS) - 1
+
+
+def test_removals_run_first_and_outcomes_keep_the_given_order():
+    """A crowded scene: the unasked objects go before anything is added, so there is room."""
+    rooms = 0
+    for seed in SEEDS:
+        image = render(parse("three green triangles, three yellow squares and three blue circles"), seed)
+        edit = layout_edit(image, ["Add three red circles", "Remove every green triangle", "Remove every yellow square"], seed)
+        assert [o.kind for o in edit.outcomes] == ["add", "remove", "remove"]
+        rooms += edit.ok and counts(edit.image) == Counter({"red circle": 3, "blue circle": 3})
+    assert rooms >= len(SEEDS) - 1

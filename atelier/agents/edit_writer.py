@@ -76,7 +76,8 @@ def edit_builtin(critique: Critique) -> EditInstructions:
                 instructions.append(f"Put {a} {_SHORT_RELATION.get(_relation_of(d.phrase), 'next to')} {b}")
     # Unasked objects last: a recoloured one may leave others of its kind behind.
     instructions += [f"Remove every {e}" for e in extras if e not in recoloured]
-    instructions += [f"Redraw the {a.removeprefix('the ').split(' is ')[0]} cleanly" for a in critique.artifacts]
+    faint = [a.removeprefix("the ").split(" is ")[0] for a in critique.artifacts]
+    instructions += [f"Redraw the {name} cleanly" for name in faint if name not in extras]  # not what goes anyway
     kept = [i for i in instructions if len(i.split()) <= MAX_WORDS][:MAX_INSTRUCTIONS]
     return EditInstructions(instructions=kept, rationale=f"fixes {len(kept)} of {len(critique.deviations)} deviations"
                             if critique.deviations else "the image already matches the prompt")

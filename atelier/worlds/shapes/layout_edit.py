@@ -423,18 +423,23 @@ def layout_edit(image: Image.Image, instructions: list[str], seed: int, prompt: 
     """`image` with `instructions` carried out in order on its detected objects (positions drawn
     from `seed`: the same inputs give the same pixels). `prompt`, the image's caption, places an
     added object on the side its relation asks. Unparsed instructions are skipped and
-    recorded; each instruction's `done` is the detector's check of it on the final image."""
+    recorded; removals run first (they free room), the rest in order; each instruction's
+    `done` is the detector's check of it on the final image."""
     before = detect_all(image.convert("RGB"))
     # The surest detections first: an operation on 'the extra one' takes the least certain.
     canvas = Canvas(image, sorted(before, key=lambda d: -d.score), np.random.default_rng(seed))
     parsed: list[tuple[str, Op | None, str]] = []
     for text in instructions:
         try:
-            op = parse_instruction(text)
+            parsed.append((text, parse_instruction(text), ""))
         except UnparsedInstruction as e:
             parsed.append((text, None, str(e)))
-            continue
-        parsed.append((text, op, _apply(canvas, op, prompt)))
+    # Removals first, whatever the order given: they free the room an addition or a move needs.
+    order = sorted(range(len(parsed)), key=lambda i: parsed[i][1] is None or parsed[i][1].kind != "remove")
+    for i in order:
+        text, op, why = parsed[i]
+        if op is not None:
+            parsed[i] = (text, op, _apply(canvas, op, prompt))
     edited = canvas.image()
     after = detect_all(edited)
     outcomes = []
