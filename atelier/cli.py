@@ -66,7 +66,7 @@ def cmd_run(args) -> int:
 def cmd_resume(args) -> int:
     from atelier.loop import resume_run
 
-    final = resume_run(args.run_id, Path(args.run_dir) if args.run_dir else None)
+    final = resume_run(args.run_id, Path(args.run_dir) if args.run_dir else None, args.set)
     print(f"report: {final.get('report')}")
     return 0
 
@@ -296,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("resume", help="continue a stopped or killed run from its checkpoint")
     res.add_argument("run_id")
     res.add_argument("--run-dir", help="folder holding the runs (default: ./runs)")
+    res.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="change a field that does not change results before resuming (device, torch_threads, "
+                     "decide.max_failed_share, agents.ROLE.base_url / api_key_env / max_concurrency / timeout_s / "
+                     "max_retries / retry_backoff_s); repeatable; validated as at `run`")
     res.set_defaults(func=cmd_resume)
 
     st = sub.add_parser("status", help="round-by-round metrics of a run")

@@ -6,6 +6,7 @@ parsed as YAML scalars), validates, and raises ConfigError with one line naming 
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
 from typing import Literal
@@ -496,6 +497,49 @@ def _one_line(err: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix says nothing to a user
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{where}: {message}{more}" if where else f"{message}{more}"
+
+
+# What `atelier resume RUN --set` may change: where and how the run talks to its machines and
+# endpoints. Everything else (seeds, prompts, budgets, models, guidance...) changes results, and
+# a resumed run's evaluations must stay paired with the ones already made.
+FIXABLE_ON_RESUME = ("device", "torch_threads", "decide.max_failed_share", "agents.*.base_url", "agents.*.api_key_env",
+                     "agents.*.max_concurrency", "agents.*.timeout_s", "agents.*.max_retries", "agents.*.retry_backoff_s")
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def fixable_on_resume(key: str) -> bool:
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in FIXABLE_ON_RESUME)
+
+
+def result_fields(cfg: Config) -> dict:
+    """The config's fields that change a run's results, as {dotted key: value} (run_dir and
+    FIXABLE_ON_RESUME left out): what must not change between a run's start and its resume."""
+    return {k: v for k, v in _flat(cfg.model_dump(mode="json")).items() if k != "run_dir" and not fixable_on_resume(k)}
+
+
+def changed_result_fields(before: dict, after: dict) -> list[str]:
+    """'key: old -> new' for every result field that differs between two `result_fields`."""
+    return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+
+
+def edit_for_resume(data: dict, overrides: list[str]) -> Config:
+    """The stored config `data` with `--set key=value` overrides applied and validated as at
+    `run`; ConfigError (one line) for a key that is not FIXABLE_ON_RESUME."""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if not fixable_on_resume(key):
+            raise ConfigError(f"--set {key}: changes the run's results, so a resumed run cannot take it (its evaluations "
+                              f"are paired on the stored settings); resume may change {', '.join(FIXABLE_ON_RESUME)}")
+    return parse_config(apply_overrides(data, overrides))
 
 
 def parse_config(data: dict) -> Config:

@@ -10,6 +10,7 @@ with one line and status 'failed'. `atelier resume` continues from any of these.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -26,7 +27,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from rich.console import Console
 
 from atelier import progress
-from atelier.config import Config, parse_config
+from atelier.atomic import write_json_atomic, write_text_atomic
+from atelier.config import Config, changed_result_fields, edit_for_resume, parse_config, result_fields
 from atelier.graphs.graph import compile_graph
 from atelier.graphs.pause import RunPaused
 from atelier.graphs.state import LoopContext
@@ -223,6 +225,7 @@ def start_run(cfg: Config, run_id: str | None = None) -> tuple[str, dict]:
             if (run_dir / CHECKPOINT_DB).exists():  # started by another process since the check above
                 raise RunError(f"run {run_id} already exists in {cfg.run_dir}; use `atelier resume {run_id}`")
             (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            write_json_atomic(run_dir / RESULT_FIELDS, result_fields(cfg))
         except OSError as e:  # the run folder could not be made, locked or written
             raise _write_error(e, run_dir, run_id) from e
         console.print(f"run id [bold]{run_id}[/bold] in {run_dir}")
@@ -247,21 +250,46 @@ def find_run(run_id: str, root: Path | None = None) -> Path:
     raise RunError(f"no run {run_id!r} (looked in {', '.join(str(c) for c in candidates)})")
 
 
-def resume_run(run_id: str, root: Path | None = None) -> dict:
+def resume_run(run_id: str, root: Path | None = None, overrides: list[str] | None = None) -> dict:
+    """Continue a run from its checkpoint; `overrides` (`--set key=value`) may change the fields
+    that do not change results (config.FIXABLE_ON_RESUME: device, endpoints, concurrency...),
+    validated as at `run` and kept in the run's config.yaml (and config_edits.jsonl)."""
     run_dir = find_run(run_id, root)
     with ExitStack() as held:
         try:
             held.enter_context(RunLock(run_dir, run_id))  # refused while another process drives the run
         except OSError as e:  # a read-only or full run folder
             raise _write_error(e, run_dir, run_id) from e
-        return _resume_locked(run_dir)
+        return _resume_locked(run_dir, overrides)
 
 
-def _resume_locked(run_dir: Path) -> dict:
+RESULT_FIELDS = "config_results.json"  # the result-changing fields as the run started (atelier.config.result_fields)
+
+
+def _check_result_fields(run_dir: Path, cfg: Config) -> None:
+    """Refuse a stored config whose result-changing fields were edited since the run started
+    (a seed edited by hand would silently unpair the evaluations)."""
+    stored = run_dir / RESULT_FIELDS
+    if not stored.exists():  # a run started before this record existed
+        return
+    if changed := changed_result_fields(json.loads(stored.read_text()), result_fields(cfg)):
+        raise RunError(f"{run_dir / 'config.yaml'} was edited since the run started ({'; '.join(changed[:3])}"
+                       f"{' ...' if len(changed) > 3 else ''}); these change results: put them back, or start a new run")
+
+
+def _resume_locked(run_dir: Path, overrides: list[str] | None = None) -> dict:
     try:
-        cfg = parse_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        data = yaml.safe_load((run_dir / "config.yaml").read_text())
     except yaml.YAMLError as e:
         raise RunError(f"{run_dir / 'config.yaml'} is unreadable: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{run_dir / 'config.yaml'} is unreadable: not a mapping of fields")
+    cfg = edit_for_resume(data, overrides or [])
+    _check_result_fields(run_dir, cfg)
+    if overrides:  # kept: the run's config is what it runs with from now on
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        with open(run_dir / "config_edits.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "set": list(overrides)}) + "\n")
     # The config may name another run_dir (relative paths): the run folder found is the truth.
     cfg = cfg.model_copy(update={"run_dir": run_dir.parent})
     try:
