@@ -33,6 +33,15 @@ class _Strict(BaseModel):
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Tokens that are valid identifiers: Hugging Face, GitHub, Groq, xAI, Google, Stripe-style prefixes.
+_KEY_PREFIX = re.compile(r"^(hf_|ghp_|gho_|ghu_|ghs_|ghr_|github_pat_|gsk_|xai_|AIza|sk_live_|sk_test_|rk_live_)[A-Za-z0-9_]{12,}$")
+
+
+def _looks_like_a_key(name: str) -> bool:
+    """A token pasted where a variable name belongs: a known key prefix, or 20+ characters mixing
+    lower and upper case with digits (variable names are UPPER_SNAKE or lower_snake by convention)."""
+    mixed = any(c.islower() for c in name) and any(c.isupper() for c in name) and any(c.isdigit() for c in name)
+    return bool(_KEY_PREFIX.match(name)) or (len(name) >= 20 and mixed)
 
 
 class AgentConfig(_Strict):
@@ -74,6 +83,9 @@ class AgentConfig(_Strict):
         # The message never repeats the value: it may be a key pasted by mistake.
         if value is not None and not _ENV_NAME.match(value):
             raise ValueError("must name an environment variable (letters, digits, '_'), not hold the key itself")
+        if value is not None and _looks_like_a_key(value):
+            raise ValueError("looks like an API key, not the name of the variable holding it; put the key in an "
+                             "environment variable (e.g. OPENAI_API_KEY) and name that here")
         return value
 
     @model_validator(mode="after")

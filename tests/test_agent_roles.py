@@ -338,6 +338,19 @@ def test_bad_agent_configs_are_one_line_errors(overrides, message):
     assert "sk-live-123" not in str(e.value)
 
 
+@pytest.mark.parametrize("key", ["hf_AbCdEfGhIjKlMnOpQrStUvWx0123", "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+                                 "gsk_0123456789abcdefABCDEF", "AbCdEf0123456789GhIjKl"])
+def test_a_key_pasted_as_a_variable_name_is_refused_without_repeating_it(key, monkeypatch, capsys):
+    with pytest.raises(ConfigError) as e:
+        load_config(EXAMPLE, [f"agents.judge.api_key_env={key}"])
+    assert "looks like an API key" in str(e.value) and key not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "HF_TOKEN", "judge_key", "ATELIER_TEST_KEY", "VLLM_API_KEY_2"])
+def test_ordinary_variable_names_pass(name):
+    assert load_config(EXAMPLE, [f"agents.judge.api_key_env={name}"]).agents.judge.api_key_env == name
+
+
 def test_two_roles_may_name_two_servers():
     cfg = load_config(EXAMPLE, ["agents.planner.backend=openai", "agents.planner.base_url=http://a:1/v1", "agents.planner.model=llm",
                                 "agents.judge.backend=openai", "agents.judge.base_url=http://b:2/v1", "agents.judge.model=vlm",
