@@ -28,7 +28,11 @@ from atelier.tools.detection import Detection
 from atelier.tools.edit import DEFAULT_STRENGTH, EditResult, edit
 from atelier.tools.latent_sft import LatentSFTConfig, train_latent_lora_sft
 from atelier.tools.relabel import relabel_objects
-from atelier.worlds.base import Progress, WorldPrompt
+from atelier.agents.critic import CritiqueRequest
+from atelier.strategies.rpo_config import editor_name
+from atelier.tools.dpo import DPOConfig, train_diffusion_dpo
+from atelier.worlds.base import Editor, Progress, WorldPrompt
+from atelier.worlds.open_vocab.editor import DiffusersEditor, controlnet_pipe
 from atelier.worlds.open_vocab import plan as planning
 from atelier.worlds.open_vocab.judge import asked_of_row, judge_rows
 from atelier.worlds.open_vocab.models import OpenVocabModels
@@ -52,6 +56,7 @@ class OpenVocabWorld:
         self.cfg = cfg
         self.models = OpenVocabModels(cfg)
         self._spec: TargetSpec | None = None
+        self._controlnet_editor = None
 
     @property
     def loads(self):
@@ -156,6 +161,45 @@ class OpenVocabWorld:
         return edit(self.models.editor(adapter), image, prompt, list(instructions), seed, strength=strength,
                     steps=g.steps, guidance_scale=g.guidance_scale)
 
+    # --- RPO: critique, editor, Diffusion-DPO ---------------------------------------------------
+
+    def critique_request(self, row: dict) -> CritiqueRequest:
+        """The critic's request about a judged image: what its prompt asks and the detector's
+        output stored with its judgment (a model critic sees the image)."""
+        return CritiqueRequest(image=Path(row["file"]), prompt=row["prompt"], asked=asked_of_row(row),
+                               detections=tuple(row.get("detections", [])))
+
+    def editor(self) -> Editor:
+        """rpo.editor: ControlNet img2img (rpo.controlnet) or SDEdit, on the base model's components."""
+        rpo, g = self.cfg.rpo, self.cfg.generation
+        match editor_name(self.cfg):
+            case "controlnet":
+                def pipe_of():
+                    if self._controlnet_editor is None:
+                        base = self.models.generator.base_pipeline()
+                        self._controlnet_editor = controlnet_pipe(base, rpo.controlnet, base.unet.dtype)
+                    self.models.generator.use(None)
+                    return self._controlnet_editor
+                return DiffusersEditor("controlnet", pipe_of, rpo.strength, g.steps, g.guidance_scale)
+            case "sdedit":
+                return DiffusersEditor("sdedit", lambda: self.models.editor(None), rpo.strength, g.steps, g.guidance_scale)
+        raise ValueError(f"rpo.editor {rpo.editor!r}: the open_vocab world edits with 'controlnet' or 'sdedit'")
+
+    def train_dpo(self, pair_sources: Sequence[Path], out: Path, init_adapter: str | None, seed: int,
+                  progress: Progress | None = None) -> dict:
+        """A LoRA trained by Diffusion-DPO (atelier.tools.dpo) on preference pairs, continuing from
+        `init_adapter`, the reference being the base (adapters disabled); the train section's LoRA
+        settings, rpo.beta and rpo.learning_rate."""
+        t, rpo = self.cfg.train, self.cfg.rpo
+        dpo = DPOConfig(**{**t.lora_fields(seed, self.cfg.device), "lr": rpo.learning_rate}, beta=rpo.beta,
+                        resolution=t.resolution, gradient_checkpointing=t.gradient_checkpointing)
+        pipe = self.models.generator.base_pipeline()
+        if pipe.unet.dtype == torch.float16 and not dpo.bf16:
+            raise RunError("the pipeline is in float16 (generation.dtype 'auto' on a GPU without bfloat16, or "
+                           "'float16'), and LoRA training needs bfloat16 or float32: set generation.dtype: float32")
+        return train_diffusion_dpo(pipe, list(pair_sources), out, dpo, init_adapter=init_adapter, progress=progress)
+
     def close(self) -> None:
+        self._controlnet_editor = None
         self.models.close()
 
