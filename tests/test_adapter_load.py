@@ -26,6 +26,7 @@ from atelier.tools.lora import (
     restored_after_training,
     write_adapter,
 )
+from atelier.runs import RunError
 from atelier.worlds.generator import LoadedGenerator
 from atelier.worlds.shapes.model import load_generator, load_pipeline
 
@@ -163,12 +164,31 @@ def test_the_loops_generator_refuses_and_stays_usable(shapes_adapters, tmp_path)
     partial, _, _ = _rewritten(whole, tmp_path / "partial", _unknown_block)
     generator = LoadedGenerator(load_pipeline(), steps=3, batch_size=4)
     base = generator.sample(["a red circle"], [3], 3.0, None)
-    with pytest.raises(ValueError, match="match no module of this model"):
+    with pytest.raises(RunError, match="match no module of this model"):  # the loop's one-line error
         generator.sample(["a red circle"], [3], 3.0, partial)
     assert generator.adapter is None and not getattr(generator.pipe.unet, "peft_config", {}).get("atelier")
     np.testing.assert_array_equal(np.asarray(generator.sample(["a red circle"], [3], 3.0, None)[0]), np.asarray(base[0]))
     generator.use(whole)
     assert generator.adapter == str(whole)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeros", "text"])
+def test_a_damaged_adapter_is_one_line_and_the_generator_stays_usable(shapes_adapters, tmp_path, damage):
+    """A weights file cut short by a full disk, zeroed, or overwritten: a RunError naming the
+    adapter (the CLI prints it in one line), the base unchanged."""
+    whole = shapes_adapters["lora.down"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    data = (whole / ADAPTER_WEIGHTS).read_bytes()
+    (broken / ADAPTER_WEIGHTS).write_bytes({"truncated": data[: len(data) // 2], "zeros": bytes(len(data)),
+                                            "text": b"not a safetensors file"}[damage])
+    generator = LoadedGenerator(load_pipeline(), steps=3, batch_size=4)
+    base = generator.sample(["a red circle"], [3], 3.0, None)
+    with pytest.raises(RunError) as error:
+        generator.sample(["a red circle"], [3], 3.0, broken)
+    assert str(broken) in str(error.value) and "damaged" in str(error.value) and "\n" not in str(error.value)
+    assert generator.adapter is None
+    np.testing.assert_array_equal(np.asarray(generator.sample(["a red circle"], [3], 3.0, None)[0]), np.asarray(base[0]))
 
 
 def test_continuing_from_a_partial_adapter_is_refused(shapes_adapters, tmp_path):

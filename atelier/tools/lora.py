@@ -119,6 +119,10 @@ def lora_matrix_keys(keys: Sequence[str]) -> list[str]:
     return [k for k in keys if _LORA_MATRIX.search(k)]
 
 
+class PartialAdapterError(ValueError):
+    """An adapter whose tensors match only part of the model's modules (one line naming them)."""
+
+
 def check_adapter_loaded(
     adapter: str | Path,
     lora_keys: Sequence[str],
@@ -128,7 +132,7 @@ def check_adapter_loaded(
     model: str = "this model",
     refusal: str = "it was not loaded (allow_partial=True loads the rest)",
 ) -> None:
-    """Refuse (ValueError, one line, ending in `refusal`) an adapter that loaded in part: some of
+    """Refuse (PartialAdapterError, a ValueError: one line, ending in `refusal`) an adapter that loaded in part: some of
     its LoRA tensors (`lora_keys`, as diffusers read them from the file) found no module in
     `modules`. With `allow_partial` it warns instead and the part that matched stays loaded."""
     matrices = lora_matrix_keys(lora_keys)
@@ -138,7 +142,7 @@ def check_adapter_loaded(
     named = ", ".join(dropped[:5]) + (f", ... ({len(dropped) - 5} more)" if len(dropped) > 5 else "")
     message = (f"adapter {adapter}: {len(dropped)} of {len(matrices)} tensors match no module of {model}: {named}")
     if not allow_partial:
-        raise ValueError(f"{message}; {refusal}")
+        raise PartialAdapterError(f"{message}; {refusal}")
     warnings.warn(message + f"; loaded the other {len(matrices) - len(dropped)} (allow_partial)", stacklevel=3)
 
 

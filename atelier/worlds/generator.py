@@ -14,7 +14,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from atelier.runs import RunError
 from atelier.tools.diffusers_generator import load_adapter
+from atelier.tools.lora import PartialAdapterError
 from atelier.tools.generate import GenerationRequest, generate
 
 
@@ -42,9 +44,16 @@ class LoadedGenerator:
         if adapter is not None:
             try:
                 self._gate = load_adapter(self.pipe, adapter, self.scale, self.min_timestep)
-            except BaseException:
+            except BaseException as e:
                 self.pipe.unload_lora_weights()  # a half-loaded adapter must not stay in the base
-                raise
+                if isinstance(e, KeyboardInterrupt | SystemExit | RunError):
+                    raise
+                if isinstance(e, PartialAdapterError):  # already one line naming the keys that match nothing
+                    raise RunError(str(e)) from None
+                # A truncated or overwritten weights file (a disk that filled, a copy cut short): one line.
+                first = str(e).splitlines()[0] if str(e) else ""
+                raise RunError(f"adapter {adapter} cannot be loaded ({type(e).__name__}: {first[:200]}); "
+                               "its files are damaged: restore them, or start a new run") from None
             self.adapter = adapter
 
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], guidance: float, adapter: str | Path | None,
