@@ -6,7 +6,7 @@ rubric sum (0-15).
 Runs `atelier run examples/shapes.yaml --set strategy=rewrite ...` (one torch thread), or reads a
 finished run given with --run, then compares every round's candidate rewriter with the raw prompts.
 
-    .venv/bin/python benchmarks/rewrite_shapes.py [--run RUN_DIR] [--rounds 3] [--prompts 64]
+    .venv/bin/python benchmarks/rewrite_shapes.py [--run RUN_DIR] [--rounds 3] [--prompts 64] [--seed 0]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=64, help="training prompts per round")
     parser.add_argument("--heldout-images", type=int, default=4, help="images per held-out prompt")
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed (prompts, rewrites, images)")
     args = parser.parse_args()
     run = Path(args.run) if args.run else None
     if run is None:
@@ -56,7 +57,7 @@ def main() -> None:
         started = time.time()
         sets = ["strategy=rewrite", f"budget.rounds={args.rounds}", f"budget.patience={args.rounds}",
                 f"budget.prompts_per_round={args.prompts}", f"budget.images_per_heldout_prompt={args.heldout_images}",
-                f"run_dir={args.run_dir}", "torch_threads=1"]
+                f"run_dir={args.run_dir}", "torch_threads=1", f"seed={args.seed}"]
         cmd = [sys.executable, "-m", "atelier.cli", "run", "examples/shapes.yaml", "--run-id", run_id]
         for s in sets:
             cmd += ["--set", s]

@@ -36,8 +36,9 @@ def trl_rows(pairs: Sequence[dict], messages_of: Callable[[str], list[dict]]) ->
 
 def write_pairs(rows: Sequence[dict], folder: Path) -> tuple[Path, Path]:
     """rows -> folder/pairs.jsonl and folder/pairs.parquet (via `datasets`, read back by it)."""
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
 
+    disable_progress_bars()  # a loop's log keeps to its own lines
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(folder / PAIRS_JSONL, list(rows))
