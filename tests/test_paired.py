@@ -169,3 +169,23 @@ def test_a_rollback_reason_reads_right_for_a_loss():
     best = base = _metrics(0.70)
     *_, reason = promotion(_metrics(0.60), best, base, "relation_accuracy_cond", 0.0, {}, paired=(-0.1, 0.02))
     assert reason == "relation_accuracy_cond 0.700 -> 0.600: gain -0.100 not above 0.0 x paired noise 0.020"
+
+
+def test_guards_compare_the_images_judged_on_both_sides():
+    # The base got 8 of 10 objects right and the candidate the same 8; but two of the candidate's
+    # right images failed to be judged. Unpaired, its object accuracy reads 6/8 = 0.75 (a drop of
+    # 0.05 > 0.03); paired over the 8 images judged on both sides there is no drop at all.
+    from atelier.stats.promotion import promotion as rule
+    from atelier.worlds.judgment import summarize
+
+    outcomes = [True] * 8 + [False] * 2
+    base = [_row(i // 2, i % 2, True, ok) for i, ok in enumerate(outcomes)]
+    candidate = [dict(r, failed=True) if i in (0, 1) else r for i, r in enumerate(base)]
+    base_m, cand_m = summarize(base), summarize(candidate)
+    assert cand_m["object_accuracy"]["value"] == pytest.approx(6 / 8) and base_m["object_accuracy"]["value"] == 0.8
+    guard = {"object_accuracy": 0.03}
+    unpaired = rule(cand_m, base_m, base_m, "relation_accuracy_cond", 0.0, guard, paired=(0.01, 0.0))
+    assert not unpaired[0] and "object accuracy fell 0.050" in unpaired[3]
+    changes = {"object_accuracy": paired_difference(candidate, base, "object_accuracy")[0]}
+    assert changes["object_accuracy"] == pytest.approx(0.0)
+    assert rule(cand_m, base_m, base_m, "relation_accuracy_cond", 0.0, guard, paired=(0.01, 0.0), guard_changes=changes)[0]

@@ -275,6 +275,23 @@ def _paired_gain(ctx: LoopContext, state: LoopState, r: int) -> tuple[float, flo
         return None
 
 
+def _guard_changes(ctx: LoopContext, r: int) -> dict[str, float] | None:
+    """Candidate minus base on each guarded metric over the images judged on both sides (a failed
+    judgment on one side is left out of both); None where the evaluations cannot be paired."""
+    try:
+        candidate = read_jsonl(evaluation_dir(ctx.run_dir, r) / "judgments.jsonl")
+        base = read_jsonl(evaluation_dir(ctx.run_dir, None) / "judgments.jsonl")
+    except (OSError, ValueError):
+        return None
+    changes = {}
+    for metric in ctx.config.decide.max_drop:
+        try:
+            changes[metric] = paired_difference(candidate, base, metric)[0]
+        except (ValueError, KeyError, ZeroDivisionError):
+            continue  # not measured here, or nothing to count: the guard falls back to the two values
+    return changes
+
+
 @loop_node("decide")
 def decide(state: LoopState, ctx: LoopContext) -> dict:
     cfg = ctx.config
@@ -287,7 +304,8 @@ def decide(state: LoopState, ctx: LoopContext) -> dict:
         try:
             promoted, gain, noise, reason = promotion(
                 state["candidate_metrics"], state["best_metrics"], state["base_metrics"], state["metric"],
-                cfg.decide.noise_sigmas, cfg.decide.max_drop, _paired_gain(ctx, state, r) if cfg.decide.paired else None)
+                cfg.decide.noise_sigmas, cfg.decide.max_drop, _paired_gain(ctx, state, r) if cfg.decide.paired else None,
+                _guard_changes(ctx, r) if cfg.decide.paired else None)
         except ValueError as e:
             promoted, gain, noise, reason = False, None, None, str(e)
     record = RoundRecord(round=r, metrics=state["candidate_metrics"] or {}, promoted=promoted, adapter=state["candidate_adapter"],
