@@ -78,7 +78,7 @@ def edit_builtin(critique: Critique) -> EditInstructions:
     instructions += [f"Remove every {e}" for e in extras if e not in recoloured]
     faint = [a.removeprefix("the ").split(" is ")[0] for a in critique.artifacts]
     instructions += [f"Redraw the {name} cleanly" for name in faint if name not in extras]  # not what goes anyway
-    kept = [i for i in instructions if len(i.split()) <= MAX_WORDS][:MAX_INSTRUCTIONS]
+    kept = [i for i in dict.fromkeys(instructions) if len(i.split()) <= MAX_WORDS][:MAX_INSTRUCTIONS]  # each once
     return EditInstructions(instructions=kept, rationale=f"fixes {len(kept)} of {len(critique.deviations)} deviations"
                             if critique.deviations else "the image already matches the prompt")
 
