@@ -28,7 +28,7 @@ from rich.console import Console
 
 from atelier import progress
 from atelier.atomic import write_json_atomic, write_text_atomic
-from atelier.config import Config, changed_result_fields, edit_for_resume, parse_config, result_fields
+from atelier.config import Config, changed_result_fields, edit_for_resume, result_fields
 from atelier.graphs.graph import compile_graph
 from atelier.graphs.pause import RunPaused
 from atelier.graphs.state import LoopContext

@@ -36,7 +36,7 @@ def trained(tmp_path_factory):
 def test_training_from_the_shared_pipeline_equals_training_from_a_fresh_one(trained):
     tmp, world, _, summary = trained
     world.sample(PROMPTS[:1], [5], 3.0, str(tmp / "adapter"))  # an adapter in, then training again from the base
-    again = world.train_sft([tmp / "data"], tmp / "again", None, seed=11)
+    world.train_sft([tmp / "data"], tmp / "again", None, seed=11)
     fresh = train_lora_sft(shapes_model.load_generator("shapes"), [tmp / "data"], tmp / "fresh",
                            SFTConfig(steps=3, batch_size=4, lr=1e-3, rank=2, alpha=2, seed=11, bf16=False))
     assert adapter_hash(tmp / "adapter") == adapter_hash(tmp / "again") == adapter_hash(tmp / "fresh")

@@ -4,7 +4,6 @@ world selector and the command line's own `atelier shapes ...` commands."""
 import ast
 from pathlib import Path
 
-import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "atelier"
 SHAPES = "atelier.worlds.shapes"

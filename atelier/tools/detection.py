@@ -6,6 +6,7 @@ it, so IPR relabelling and the VISOR metrics run unchanged on either.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from atelier.agents.questions import Outcome, YesNoQuestion
-from atelier.worlds.judgment import Probe, answer_probe, judgment_from_outcomes
+from atelier.worlds.judgment import Probe, judgment_from_outcomes
 from atelier.worlds.shapes.metrics import asked_of
 from atelier.worlds.shapes.scene import Group, Scene, caption
 
