@@ -29,7 +29,9 @@ import numpy as np
 from PIL import Image
 
 from atelier.agents.backends import backend_for
+from atelier.agents.critic import Critique
 from atelier.agents.edit_writer import EditRequest
+from atelier.agents.planner import TargetSpec
 from atelier.atomic import staged_dir, write_jsonl_atomic
 from atelier.runs import read_json, read_jsonl, round_dir, set_status
 from atelier.strategies.rpo_config import editor_name
@@ -112,8 +114,6 @@ class RPO:
             rows = read_jsonl(rpo_dir / "critique" / f"{name}.jsonl")
             asks = [(i, r) for i, r in enumerate(rows)
                     if r["critique"]["ok"] and not r["critique"]["answer"]["matches_prompt"]]
-            from atelier.agents.critic import Critique
-
             requests = [EditRequest(prompt=r["prompt"], critique=Critique.model_validate(r["critique"]["answer"]),
                                     image=Path(r["file"])) for _, r in asks]
             set_status(ctx.run_dir, node=f"write_edits {name}", round=state["round"])
@@ -152,8 +152,6 @@ class RPO:
 
     def pair(self, state: dict, ctx) -> dict:
         """The judge on each edited image, the pair decision, the parquet export and the stories."""
-        from atelier.agents.planner import TargetSpec
-
         rpo_dir, margin = self._rpo_dir(ctx, state), self.config.rpo.margin
         prompts = [WorldPrompt.model_validate(p) for p in read_json(Path(state["prompts_file"]))]
         spec = TargetSpec.model_validate(state["spec"])
@@ -218,13 +216,16 @@ class RPO:
 
     def curate(self, judgments: Sequence[dict], world: World, heldout: Sequence[WorldPrompt]) -> list[dict]:
         """The kept pairs' edited winners with their prompts (SFT rows; the DPO trainer reads the
-        round's pairs.parquet beside them). Training prompts are never held-out ones (the world
+        round's pairs.parquet beside them), after the right samples with theirs when rpo.keep_correct. Training prompts are never held-out ones (the world
         wrote them), and an edit keeps its prompt."""
         if not judgments:
             return []
         # The round folder from where its images were generated: round_NNN/generate/batch_XXX/pNNN_k.png.
         rpo_dir = Path(judgments[0]["file"]).parents[2] / "rpo"
         rows = []
+        if self.config.rpo.keep_correct:  # as IPR: the right samples keep their prompts
+            rows += [{"file": j["file"], "text": j["prompt"], "weight": self.config.train.correct_weight, "kind": "correct",
+                      "prompt": j["prompt"]} for j in judgments if j.get("ipr_correct") and not j.get("failed")]
         for f in sorted((rpo_dir / "pair").glob("batch_*.jsonl")):
             for s in read_jsonl(f):
                 if s["kept"]:

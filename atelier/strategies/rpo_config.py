@@ -23,6 +23,9 @@ class RPOConfig(BaseModel):
     objective: Literal["dpo", "sft", "both"] = Field(
         "dpo", description="dpo = Diffusion-DPO on (edited, original) pairs, reference = adapters disabled; sft = LoRA "
         "SFT on the edited winners with their prompts; both = SFT, then DPO continuing from it")
+    keep_correct: bool = Field(False, description="SFT also on the round's samples judged right, with their prompts "
+                               "(weight train.correct_weight), as IPR does; the edited winners then stand in for IPR's "
+                               "relabels. DPO reads only the pairs")
     beta: float = Field(5000.0, gt=0, description="Diffusion-DPO β (5000 for SD 1.5 in Wallace et al. 2023)")
     learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the DPO steps (SFT uses train.learning_rate)")
     max_edits: int | None = Field(None, ge=1, description="wrong images critiqued per round at most (in order); null = all")
