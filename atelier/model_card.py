@@ -62,18 +62,20 @@ def _snippet(cfg: Config, run_dir: Path, adapter_dir: Path, prompt: str, seed: i
                   "euler": "EulerDiscreteScheduler.from_config(pipe.scheduler.config)",
                   "euler_a": "EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)"}
     scheduler = schedulers[g.scheduler].split(".")[0]
-    dtype = "torch.float16" if g.dtype == "auto" else f"torch.{g.dtype}"
+    # the run's device and dtype ('auto': float16 on a GPU, as atelier.tools.dtype picks without bf16; float32 on a CPU)
+    dtype = g.dtype if g.dtype != "auto" else "float32" if cfg.device == "cpu" else "float16"
     return (
         "import torch\n"
         f"from diffusers import AutoPipelineForText2Image, {scheduler}\n"
         + gate_import
-        + f"\npipe = AutoPipelineForText2Image.from_pretrained({base_model_name(cfg.model, run_dir)!r}, torch_dtype={dtype}).to(\"cuda\")\n"
+        + f"\npipe = AutoPipelineForText2Image.from_pretrained({base_model_name(cfg.model, run_dir)!r}, "
+        f"torch_dtype=torch.{dtype}).to({cfg.device!r})\n"
         f"pipe.scheduler = {schedulers[g.scheduler]}  # {g.scheduler}, as evaluated\n"
         f"pipe.load_lora_weights({adapter!r}, adapter_name=\"atelier\")\n"
         f"pipe.set_adapters([\"atelier\"], [{g.lora_scale!r}])\n"
         + gate
         + f"image = pipe({prompt!r}, num_inference_steps={g.steps}, guidance_scale={g.guidance_scale!r},\n"
-        f"             generator=torch.Generator(\"cuda\").manual_seed({seed})).images[0]\n"
+        f"             generator=torch.Generator(\"cpu\").manual_seed({seed})).images[0]  # atelier seeds on the CPU\n"
         "image.save(\"sample.png\")\n"
     )
 
