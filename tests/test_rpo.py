@@ -198,3 +198,25 @@ def test_sft_then_dpo(tmp_path):
     dpo = json.loads((rnd / "adapter" / "atelier_adapter.json").read_text())
     assert "reference" not in sft and dpo["reference"] == "base model (adapters disabled)"
     assert dpo["init_adapter"] == str(rnd / "adapter_sft")
+
+
+def test_curate_gives_the_kept_winners_and_with_keep_correct_the_right_samples(tmp_path):
+    from atelier.strategies.rpo import RPO as Strategy
+
+    rnd = tmp_path / "round_001"
+    (rnd / "rpo" / "pair").mkdir(parents=True)
+    generated = rnd / "generate" / "batch_000"
+    judgments = [{"file": str(generated / "p000_0.png"), "prompt": "a red circle", "ipr_correct": True},
+                 {"file": str(generated / "p000_1.png"), "prompt": "a red circle", "ipr_correct": False},
+                 {"file": str(generated / "p001_0.png"), "prompt": "a blue square", "ipr_correct": True, "failed": True}]
+    story = {"file": judgments[1]["file"], "edited_file": str(rnd / "rpo" / "edit" / "batch_000" / "p000_1.png"),
+             "prompt": "a red circle", "instructions": ["Add a red circle"], "editor": "layout", "why": "edit better by 2"}
+    (rnd / "rpo" / "pair" / "batch_000.jsonl").write_text(
+        json.dumps({**story, "kept": True}) + "\n" + json.dumps({**story, "file": "other.png", "kept": False}) + "\n")
+    config = Config.model_validate({"goal": "left of", "strategy": "rpo"})
+    rows = Strategy(config).curate(judgments, None, [])
+    assert [(r["kind"], r["file"], r["loser"]) for r in rows] == [("rpo_edited", story["edited_file"], story["file"])]
+    config.rpo.keep_correct = True
+    rows = Strategy(config).curate(judgments, None, [])
+    assert [(r["kind"], r["file"]) for r in rows] == [("correct", judgments[0]["file"]), ("rpo_edited", story["edited_file"])]
+    assert Strategy(config).curate([], None, []) == []
