@@ -26,7 +26,7 @@ import yaml
 from langgraph.checkpoint.sqlite import SqliteSaver
 from rich.console import Console
 
-from atelier import progress
+from atelier import progress, trackers
 from atelier.atomic import write_json_atomic, write_text_atomic
 from atelier.config import Config, changed_result_fields, edit_for_resume, result_fields
 from atelier.graphs.graph import compile_graph
@@ -145,7 +145,14 @@ def _drive_graph(cfg: Config, run_dir: Path, run_id: str, inputs) -> dict:
     ctx = LoopContext(config=cfg, run_dir=run_dir, world=world, strategy=strategy)
     last = time.time()
     try:
-        with progress.use(progress.RunProgress(console)) as bars:
+        names = trackers.tracker_names(cfg)
+        run_trackers = trackers.RunTrackers(names, run_dir, run_id) if names else None
+    except ValueError as e:  # an unknown tracker, or its package missing
+        saver.conn.close()
+        world.close()
+        raise RunError(str(e)) from None
+    try:
+        with progress.use(progress.RunProgress(console)) as bars, trackers.use(run_trackers):
             for update in graph.stream(inputs, thread, context=ctx, stream_mode="updates"):
                 for node, value in update.items():
                     now = time.time()
@@ -156,6 +163,7 @@ def _drive_graph(cfg: Config, run_dir: Path, run_id: str, inputs) -> dict:
                     _track_round(bars, node, where, cfg, run_dir)
                     if node == "decide" and isinstance(value, dict) and value.get("rounds") and not value.get("stop_reason"):
                         _report_round(graph, thread, value, cfg, run_dir)
+                    _track_metrics(node, value, run_dir)
     finally:
         saver.conn.close()
         world.close()
@@ -171,6 +179,21 @@ def _track_round(bars: progress.RunProgress, node: str, where: dict, cfg: Config
         bars.round_started(r, cfg.budget.rounds, progress.round_seconds(run_dir, r - 1) if r > 1 else None)
     elif node == "decide":
         bars.round_ended()
+
+
+def _track_metrics(node: str, value, run_dir: Path) -> None:
+    """Held-out metrics to TensorBoard / W&B: the base as round 0, each decided round, and the
+    report's grid whenever it was rewritten."""
+    if not isinstance(value, dict):
+        return
+    grid = run_dir / "report" / "heldout_grid.png"
+    if node == "baseline" and value.get("base_metrics"):
+        trackers.heldout(0, value["base_metrics"])
+    elif node == "decide" and value.get("rounds"):
+        record = value["rounds"][-1]
+        trackers.heldout(record["round"], record["metrics"] or {}, None if value.get("stop_reason") else grid)
+    elif node == "report" and (rounds := get_status(run_dir).get("round")):
+        trackers.heldout(rounds, {}, grid)
 
 
 def _report_round(graph, thread: dict, decided: dict, cfg: Config, run_dir: Path) -> None:

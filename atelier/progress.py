@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+
+from atelier import trackers
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
@@ -195,5 +197,6 @@ def update(label: str, completed: int, total: int, info: str = "") -> None:
 def train_step(round_no: int, step: int, steps: int, loss: float) -> None:
     """One optimizer step of a round's training: step of steps, with its loss (and it/s, ETA from
     the bar's own speed)."""
+    trackers.train_step(round_no, step, steps, loss)  # TensorBoard / W&B, when the run reports to one
     if _active is not None:
         _active.update(f"round {round_no} train", step, steps, info=f"loss {loss:.4g}")
