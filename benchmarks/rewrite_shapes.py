@@ -19,23 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from atelier.agents.judge import rubric_builtin
-from atelier.rewriter.compare import compare_metrics, compare_scores
-from atelier.rewriter.pairs import RUBRICS
-from atelier.tools.detection import Detection
-from atelier.worlds.shapes.metrics import asked_of
-from atelier.worlds.shapes.scene import parse
+from atelier.rewriter.compare import builtin_rubric_sum, compare_metrics, compare_scores
+from atelier.worlds.base import WorldPrompt
 
 KEYS = ("relation_accuracy_cond", "relation_accuracy_uncond", "object_accuracy", "count_accuracy", "ipr_accuracy",
         "question_score")
-
-
-def rubric_sum(row: dict) -> float | None:
-    """The builtin judge's rubric sum of a held-out image, from its stored detections."""
-    if row.get("failed"):
-        return None
-    r = rubric_builtin(asked_of(parse(row["prompt"])), [Detection.from_dict(d) for d in row["detections"]])
-    return float(sum(getattr(r, k).score for k in RUBRICS))
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -65,6 +53,8 @@ def main() -> None:
         print(f"run {run_id}: {time.time() - started:.0f} s")
         run = Path(args.run_dir) / run_id
     raw = read_jsonl(run / "base" / "judgments.jsonl")
+    heldout = [WorldPrompt.model_validate(p) for p in json.loads((run / "heldout" / "prompts.json").read_text())]
+    rubric_sum = builtin_rubric_sum(lambda i: heldout[i].asked)  # the builtin judge's rubric, from stored detections
     results = {}
     for decision_file in sorted(run.glob("round_*/decision.json")):
         decision = json.loads(decision_file.read_text())

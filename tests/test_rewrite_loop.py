@@ -245,3 +245,19 @@ def test_a_model_rewriter_is_trained_with_dpo_and_asked_through_its_lora(tmp_pat
     asked = [b for b in server.requests if schema_name(b) == "OneRewrite" and b["model"] == name]
     heldout = json.loads((tmp_path / "runs" / "dpo" / "heldout" / "prompts.json").read_text())
     assert len(asked) >= len(heldout) and all(b.get("temperature") == 0.0 for b in asked)
+
+
+def test_the_report_section_shows_rewrites_next_to_prompts_and_the_paired_comparison(builtin_run):
+    from atelier.rewriter.report import round_comparison, rewrite_section
+
+    text = rewrite_section(builtin_run, builtin_judge=True)
+    guesses = json.loads((builtin_run / "round_001" / "eval" / "rewrites.json").read_text())["prompts"]
+    assert "| user's prompt | rewriter's best guess |" in text
+    assert all(f"| {p['prompt']} | {p['rewrite']} |" in text for p in guesses[:8])
+    comparison = round_comparison(builtin_run, 1, builtin_judge=True)
+    m = comparison["metrics"]["object_accuracy"]
+    n = TINY["budget"]["heldout_prompts"] * TINY["budget"]["images_per_heldout_prompt"]
+    assert m["wins"] + m["ties"] + m["losses"] == n == comparison["images"]
+    assert m["gain"] == pytest.approx(m["rewritten"] - m["raw"]) and m["ci95"][0] <= m["gain"] <= m["ci95"][1]
+    assert comparison["rubric_sum"]["wins"] + comparison["rubric_sum"]["ties"] + comparison["rubric_sum"]["losses"] == n
+    assert f"{m['wins']} / {m['ties']} / {m['losses']}" in text

@@ -66,3 +66,19 @@ def compare_scores(new: Sequence[dict], old: Sequence[dict], score: Callable[[di
     half = Z95 * stdev(diffs) / sqrt(len(diffs)) if len(diffs) > 1 else float("inf")
     return {"gain": mean(diffs), "ci95": [mean(diffs) - half, mean(diffs) + half], "wins": wins, "ties": ties,
             "losses": losses, "prompts": len(diffs)}
+
+
+def builtin_rubric_sum(asked_of: Callable[[int], object]) -> Callable[[dict], float | None]:
+    """The builtin judge's rubric sum (0-15) of a judged image from its stored detections;
+    `asked_of(prompt_index)` is what the prompt asks (atelier.worlds.judgment.Asked)."""
+    from atelier.agents.judge import rubric_builtin
+    from atelier.rewriter.pairs import RUBRICS
+    from atelier.tools.detection import Detection
+
+    def score(row: dict) -> float | None:
+        if row.get("failed"):
+            return None
+        rubric = rubric_builtin(asked_of(row["prompt_index"]), [Detection.from_dict(d) for d in row.get("detections") or []])
+        return float(sum(getattr(rubric, r).score for r in RUBRICS))
+
+    return score
