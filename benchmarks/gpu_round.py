@@ -1,4 +1,4 @@
-"""One round of each strategy (ipr, ccsr) on SD 1.5-architecture models at 512 px: seconds per node.
+"""One round of each strategy (ipr, ccsr, grpo) on SD 1.5-architecture models at 512 px: seconds per node.
 
 What it measures. It builds, from configs written out in benchmarks/random_models.py, random-weight
 models of the real architectures and saves them with `save_pretrained` (SD 1.5: UNet 860M, VAE 84M,
@@ -103,7 +103,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                    help="generation.dtype (the generator's weights); training autocast follows train.bf16's default")
-    p.add_argument("--strategies", default="ipr,ccsr", help="comma-separated: ipr, ccsr")
+    p.add_argument("--strategies", default="ipr,ccsr", help="comma-separated: ipr, ccsr, grpo")
+    p.add_argument("--grpo-iterations", type=int, default=2, help="grpo: online iterations in the round")
+    p.add_argument("--grpo-prompts", type=int, default=4, help="grpo: prompts per iteration")
+    p.add_argument("--grpo-group", type=int, default=4, help="grpo: images per prompt per iteration (G)")
+    p.add_argument("--grpo-sampler-steps", type=int, default=10, help="grpo: DDIM steps of the policy's samples")
+    p.add_argument("--grpo-train-steps", type=int, default=3, help="grpo: noisiest steps trained on")
     p.add_argument("--prompts", type=int, help="training prompts in the round")
     p.add_argument("--images-per-prompt", type=int, help="candidates per training prompt")
     p.add_argument("--heldout", type=int, help="held-out prompts (baseline and evaluate)")
@@ -132,9 +137,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_config(args, strategy: str, models: dict[str, Path]) -> dict:
-    common_vocab = (dict(classes=IPR_CLASSES, relations=IPR_RELATIONS) if strategy == "ipr"
+    spatial = strategy in ("ipr", "grpo")
+    common_vocab = (dict(classes=IPR_CLASSES, relations=IPR_RELATIONS) if spatial
                     else dict(classes=CCSR_CLASSES, settings=CCSR_SETTINGS))
-    goal = "get left, right, above and below right for two objects" if strategy == "ipr" else "realistic elephants and giraffes"
+    goal = "get left, right, above and below right for two objects" if spatial else "realistic elephants and giraffes"
     return {
         "goal": goal,
         "model": str(models["model"]),
@@ -159,6 +165,10 @@ def make_config(args, strategy: str, models: dict[str, Path]) -> dict:
         "generation": {"steps": args.sampler_steps, "guidance_scale": 7.5, "dtype": args.dtype, "scheduler": "dpm++2m",
                        "batch_size": args.gen_batch},
         "decide": {"metric": "auto"},
+        # grpo: the round's candidates only supply prompts; its own sampling, judging and updates run in train.
+        "grpo": {"iterations": args.grpo_iterations, "prompts_per_iteration": args.grpo_prompts,
+                 "group_size": args.grpo_group, "sampler_steps": args.grpo_sampler_steps,
+                 "train_steps": args.grpo_train_steps, "updates_per_iteration": 2},
     }
 
 
@@ -215,6 +225,9 @@ def run_one(args, strategy: str, models: dict[str, Path], index: int = 0) -> dic
     dataset = len(read_jsonl(run_dir / "round_001" / "dataset" / "metadata.jsonl"))
     trained = (run_dir / "round_001" / "adapter").exists()
     steps = cfg.train.steps if trained else 0
+    grpo = read_jsonl(run_dir / "round_001" / "grpo_iterations.jsonl")
+    if strategy == "grpo":
+        steps = sum(s["updates"] for s in grpo)
     judged = [j for f in sorted((run_dir / "round_001" / "judge").glob("*.jsonl")) for j in read_jsonl(f)]
     boxes = sum(len(j.get("detections", [])) for j in judged) / max(1, len(judged))
 
@@ -244,6 +257,12 @@ def run_one(args, strategy: str, models: dict[str, Path], index: int = 0) -> dic
         "boxes_per_image": round(boxes, 1),
         "train_batch": cfg.train.batch_size, "peak_allocated_gib": peak and round(peak[0], 2),
         "peak_reserved_gib": peak and round(peak[1], 2),
+        "grpo": grpo and {  # the policy's own phases inside train
+            "samples": sum(s["n_samples"] for s in grpo), "updates": steps,
+            "samples_per_s": sum(s["n_samples"] for s in grpo) / max(1e-9, sum(s["sample_s"] for s in grpo)),
+            "judged_per_s": sum(s["n_samples"] for s in grpo) / max(1e-9, sum(s["judge_s"] for s in grpo)),
+            "update_steps_per_s": steps / max(1e-9, sum(s["update_s"] for s in grpo)),
+        },
     }
 
 
@@ -292,6 +311,10 @@ def print_result(r: dict, args) -> None:
         loads = r["loads_s"]
         extra = f", weights on GPU {loads['weights_gib']} GiB" if "weights_gib" in loads else ""
         print(f"model loads alone: generator {loads['generator']}s, detector {loads['detector']}s, clip {loads['clip']}s{extra}")
+    if r.get("grpo"):
+        g = r["grpo"]
+        print(f"grpo inside train: {g['samples']} policy samples at {g['samples_per_s']:.3g}/s (DDIM with log-probs), "
+              f"judged at {g['judged_per_s']:.3g}/s, {g['updates']} update steps at {g['update_steps_per_s']:.3g}/s")
     if r["peak_allocated_gib"] is not None:
         print(f"peak GPU memory: {r['peak_allocated_gib']} GiB allocated, {r['peak_reserved_gib']} GiB reserved")
 
