@@ -46,12 +46,14 @@ def _image(value, run_dir: Path, round_dir: Path) -> str | None:
 
 
 def story_fields(row: dict, run_dir: Path, round_dir: Path) -> list[Field]:
-    """One stories.jsonl row as the report shows it, in the row's own order."""
+    """One stories.jsonl row as the report shows it, in the row's own order (null fields left out)."""
     fields = []
     for name, value in row.items():
+        if value is None:
+            continue  # a step the sample did not reach (no critique, no edit): nothing to show
         if "image" in name.lower() and (src := _image(value, run_dir, round_dir)) is not None:
             fields.append(Field(name, "image", src))
-        elif value is None or isinstance(value, (str, int, float, bool)):
+        elif isinstance(value, (str, int, float, bool)):
             fields.append(Field(name, "text", _short(str(value))))
         else:
             fields.append(Field(name, "json", _short(json.dumps(value, indent=1, ensure_ascii=False))))
