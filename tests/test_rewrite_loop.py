@@ -65,6 +65,8 @@ def test_builtin_run_samples_rewrites_scores_them_and_keeps_pairs(builtin_run):
         assert all(w["reasons"]["alignment"] for w in s["rewrites"])
         if s["pair"]:
             assert s["pair"]["chosen_score"] == max(scores) > min(scores) == s["pair"]["rejected_score"]
+            chosen = next(w for w in s["rewrites"] if w["text"] == s["pair"]["chosen"])
+            assert s["chosen_image"] == chosen["file"]
         else:
             assert max(scores) == min(scores) or len(scores) < 2
     # The pairs became the round's dataset and the rewriter's training data (trl's format).

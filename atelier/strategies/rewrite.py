@@ -121,6 +121,9 @@ class Rewrite:
                                                    "chosen_score": pair["chosen"]["score"],
                                                    "rejected_score": pair["rejected"]["score"]},
                 "pair_reason": why,
+                # top-level image fields: the report shows them as images (atelier.report.stories)
+                "chosen_image": None if pair is None else pair["chosen"]["file"],
+                "rejected_image": None if pair is None else pair["rejected"]["file"],
             })
         return stories
 
