@@ -358,6 +358,25 @@ class CCSRConfig(_Strict):
     )
 
 
+class LoggingConfig(_Strict):
+    report_to: list[Literal["tensorboard", "wandb"]] | None = Field(
+        None, description="experiment trackers that get the training loss per step, held-out metrics and a grid per "
+        "round (accelerate's trackers; pip install 'atelier[tensorboard]' or 'atelier[wandb]'); unset = the "
+        "environment variable ATELIER_REPORT_TO (comma-separated), else none",
+    )
+
+    @field_validator("report_to")
+    @classmethod
+    def _installed(cls, names: list[str] | None) -> list[str] | None:
+        # A tracker whose package is missing fails the config check, before a run folder exists.
+        import importlib.util
+
+        for name in names or []:
+            if importlib.util.find_spec(name) is None:
+                raise ValueError(f"{name} is not installed; pip install 'atelier[{name}]'")
+        return names
+
+
 class Config(_Strict):
     goal: str = Field(min_length=3, description="what the model should get better at, in plain language")
     model: str = Field("shapes", description="'shapes' (the embedded world), or a hub id / local path (real models)")
@@ -389,6 +408,7 @@ class Config(_Strict):
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="open_vocab world: the open-vocabulary detector")
     clip: ClipConfig = Field(default_factory=ClipConfig, description="open_vocab world: the CLIP scorer")
     ccsr: CCSRConfig = Field(default_factory=CCSRConfig, description="settings of the ccsr strategy")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="experiment trackers (TensorBoard, W&B)")
     rpo: RPOConfig = Field(default_factory=RPOConfig, description="settings of the rpo strategy")
     grpo: GRPOConfig = Field(default_factory=GRPOConfig, description="settings of the grpo strategy")
     rewrite: RewriteConfig = Field(default_factory=RewriteConfig, description="settings of the rewrite strategy")

@@ -209,3 +209,14 @@ def test_bad_inputs_are_one_line_before_anything_runs(args, message):
 def test_a_folder_given_as_the_config_is_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "atelier.cli", "run", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 2 and "is a folder; give a config file" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_tracker_that_is_not_installed_or_unknown_fails_the_config_check():
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:  # the test environment does not install the wandb extra
+        with pytest.raises(ConfigError, match=r"^logging\.report_to: .*wandb is not installed; pip install 'atelier\[wandb\]'"):
+            parse_config({"goal": "left and right", "logging": {"report_to": ["wandb"]}})
+    with pytest.raises(ConfigError, match=r"^logging\.report_to\.0: Input should be 'tensorboard' or 'wandb'"):
+        parse_config({"goal": "left and right", "logging": {"report_to": ["mlflow"]}})
+    assert parse_config({"goal": "left and right"}).logging.report_to is None
