@@ -15,6 +15,7 @@ from langgraph.types import Command, Send
 from PIL import Image
 
 from atelier.agents.planner import TargetSpec
+from atelier import progress
 from atelier.atomic import staged_dir, write_json_atomic, write_jsonl_atomic
 from atelier.faults import maybe_die
 from atelier.graphs.pause import pause_on_failures
@@ -103,16 +104,27 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
     # The same seeds for base and every candidate: comparisons are paired.
     seeds = [image_seed(cfg.seed, 0, i, j) for i, j in items]
     names = [f"p{i:03d}_{j}.png" for i, j in items]
+    texts, rewritten = [prompts[i].text for i, _ in items], False
+    if adapter is not None and (best_rewrites := getattr(ctx.strategy, "best_rewrites", None)) is not None:
+        # rewrite: the candidate is a rewriter state, never a LoRA; its best guess of each prompt, frozen generator
+        rewrites = best_rewrites(prompts, adapter, out / "rewrites.json")
+        texts, adapter, rewritten = [rewrites[i] for i, _ in items], None, True
+    bar = f"held-out {out.relative_to(ctx.run_dir)} (sample, judge)"
+    progress.update(bar, 0, 2 * len(items))
     if not (out / "images").exists():  # a crash after the images were saved skips straight to judging
-        images = ctx.world.sample([prompts[i].text for i, _ in items], seeds, guidance, adapter)
+        images = ctx.world.sample(texts, seeds, guidance, adapter)
         with staged_dir(out / "images") as tmp:
             for name, img in zip(names, images):
                 img.save(tmp / name)
     judgments_file = out / "judgments.jsonl"
+    progress.update(bar, len(items), 2 * len(items))
     if judgments_file.exists():  # judged before a crash: a model judge is not asked again (nor answers anew)
         judgments = read_jsonl(judgments_file)
     else:
-        judgments = ctx.world.judge(_rows(prompts, items, seeds, [out / "images" / n for n in names]), _spec(state))
+        rows = _rows(prompts, items, seeds, [out / "images" / n for n in names])
+        if rewritten:  # judged against the user's prompt; the text drawn rides along
+            rows = [{**row, "rewrite": text} for row, text in zip(rows, texts)]
+        judgments = ctx.world.judge(rows, _spec(state))
         pause_on_failures(judgments, cfg, f"held-out evaluation {out.name}")  # nothing written: resume judges again
         write_jsonl_atomic(judgments_file, judgments)
         maybe_die("evaluate:judged")  # between the judgments and the metrics, for the resume tests
@@ -120,6 +132,7 @@ def _evaluate(ctx: LoopContext, state: LoopState, adapter: str | None, out: Path
     metrics["seed"] = cfg.seed
     metrics["guidance_scale"] = guidance
     write_json_atomic(metrics_file, metrics)
+    progress.update(bar, 2 * len(items), 2 * len(items))
     return metrics
 
 
@@ -173,26 +186,47 @@ def _batch_dir(ctx: LoopContext, task: BatchTask, node: str) -> Path:
     return round_dir(ctx.run_dir, task["round"]) / node / f"batch_{task['batch']:03d}"
 
 
+def _rewritten_candidates(ctx: LoopContext, task: BatchTask, prompts: list[WorldPrompt], rewrite) -> tuple:
+    """(items, seeds, texts, row extras) of a strategy that rewrites prompts (rewrite): the best
+    rewriter so far (task's adapter) rewrites each prompt up to N times, recorded under
+    round/rewrites/; every rewrite of a prompt is drawn once with the prompt's seed (paired)."""
+    cfg = ctx.config
+    record = round_dir(ctx.run_dir, task["round"]) / "rewrites" / f"batch_{task['batch']:03d}.json"
+    rewrites = rewrite(prompts[task["start"]:task["end"]], task["adapter"], record,
+                       image_seed(cfg.seed, task["round"], task["start"], 0))
+    items = [(i, j) for i, texts in enumerate(rewrites, task["start"]) for j in range(len(texts))]
+    texts = [rewrites[i - task["start"]][j] for i, j in items]
+    extra = [{"rewrite": text, "rewriter": task["adapter"]} for text in texts]
+    return items, [image_seed(cfg.seed, task["round"], i, 0) for i, _ in items], texts, extra
+
+
 @loop_node("generate")
 def generate_batch(task: BatchTask, ctx: LoopContext) -> Command:
     cfg = ctx.config
     out = _batch_dir(ctx, task, "generate")
     if not (out / "manifest.jsonl").exists():
         prompts = read_prompts(task["prompts_file"])
-        k = cfg.budget.images_per_prompt
-        items = [(i, j) for i in range(task["start"], task["end"]) for j in range(k)]
-        seeds = [image_seed(cfg.seed, task["round"], i, j) for i, j in items]
-        # Candidates come from the best model so far: its mistakes are what the round fixes.
-        guidance = cfg.generation.candidate_guidance(task["adapter"])
-        images = ctx.world.sample([prompts[i].text for i, _ in items], seeds, guidance, task["adapter"])
+        if (rewrite := getattr(ctx.strategy, "rewrite_for_training", None)) is None:
+            k = cfg.budget.images_per_prompt
+            items = [(i, j) for i in range(task["start"], task["end"]) for j in range(k)]
+            seeds = [image_seed(cfg.seed, task["round"], i, j) for i, j in items]
+            texts, adapter, extra = [prompts[i].text for i, _ in items], task["adapter"], [{}] * len(items)
+            # Candidates come from the best model so far: its mistakes are what the round fixes.
+            guidance = cfg.generation.candidate_guidance(task["adapter"])
+        else:
+            items, seeds, texts, extra = _rewritten_candidates(ctx, task, prompts, rewrite)
+            adapter, guidance = None, cfg.generation.guidance_scale  # the generator stays frozen
+        images = ctx.world.sample(texts, seeds, guidance, adapter) if items else []
         with staged_dir(out) as tmp:
             names = [f"p{i:03d}_{j}.png" for i, j in items]
             for name, img in zip(names, images):
                 img.save(tmp / name)
-            rows = [{**row, "adapter": task["adapter"], "scale": cfg.generation.lora_scale if task["adapter"] else None,
-                     "guidance_scale": guidance}
-                    for row in _rows(prompts, items, seeds, [out / n for n in names])]
+            rows = [{**row, "adapter": adapter, "scale": cfg.generation.lora_scale if adapter else None,
+                     "guidance_scale": guidance, **more}
+                    for row, more in zip(_rows(prompts, items, seeds, [out / n for n in names]), extra)]
             write_jsonl_atomic(tmp / "manifest.jsonl", rows)
+    progress.advance(f"round {task['round']} prompts generated", task["end"] - task["start"],
+                     len(read_json(Path(task["prompts_file"]))))
     return Command(goto=Send("judge", task))
 
 
@@ -205,6 +239,8 @@ def judge(task: BatchTask, ctx: LoopContext) -> dict:
         judgments = ctx.world.judge(rows, spec)
         pause_on_failures(judgments, ctx.config, f"round {task['round']} judge batch {task['batch']}")  # resume judges again
         write_jsonl_atomic(out, judgments)
+    progress.advance(f"round {task['round']} prompts judged", task["end"] - task["start"],
+                     len(read_json(Path(task["prompts_file"]))))
     return {"judged": [str(out)]}
 
 
@@ -244,7 +280,8 @@ def train(state: LoopState, ctx: LoopContext) -> dict:
     out = round_dir(ctx.run_dir, r) / "adapter"
     try:
         ctx.strategy.train(ctx.world, datasets, out, state.get("best_adapter"), cfg.seed * 1000 + r,
-                           progress=lambda step, steps, loss: maybe_die(f"train_step:{step}"), spec=_spec(state))
+                           progress=lambda step, steps, loss: (progress.train_step(r, step, steps, loss),
+                                                               maybe_die(f"train_step:{step}")), spec=_spec(state))
     except FloatingPointError as e:  # the trainers' NaN/inf guard (atelier.tools.train_loop): no adapter was saved
         error = " ".join(str(e).split())
         write_json_atomic(error_file, {"error": error, "type": type(e).__name__})
