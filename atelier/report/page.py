@@ -15,50 +15,21 @@ import time
 from pathlib import Path
 
 import jinja2
-import yaml
 from markupsafe import Markup
-from scipy.stats import norm
 
 from atelier.atomic import write_text_atomic
-from atelier.config import Config, GenerationConfig, parse_config
+from atelier.config import Config, GenerationConfig
 from atelier.report.curves import curve_data, svg_chart
 from atelier.report.failures import node_times, run_failures
 from atelier.report.grids import comparison_rows
 from atelier.report.stories import round_stories
 from atelier.report.summary import (format_share, gain_text, guided_base_text, heldout_prompts, images_per_prompt,
-                                    sampling_text, table_keys, table_rows)
+                                    rule_text, run_config, sampling_text, table_keys, table_rows)
 from atelier.runs import evaluation_dir, get_status, in_run, read_jsonl, round_dir
 from atelier.version import atelier_version
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("atelier.report", "templates"),
                           autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
-
-
-def run_config(run_dir: Path) -> Config | None:
-    """The run's own config (config.yaml), or None when it cannot be read."""
-    try:
-        return parse_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    except Exception:  # noqa: BLE001 - a report of an old or hand-made run still renders without it
-        return None
-
-
-def rule_text(cfg: Config | None, metric: str) -> str:
-    """The promotion rule (atelier.stats.promotion) in words, with its one-sided confidence."""
-    if cfg is None:
-        return "The run's config.yaml could not be read: the rule's settings are unknown."
-    d = cfg.decide
-    z = d.noise_sigmas
-    se = ("paired standard error (the same held-out prompts and seeds on both sides, prompts as units)" if d.paired
-          else "standard error from the two Wilson intervals, as if independent")
-    guards = ", ".join(f"{k} by more than {v:g}" for k, v in d.max_drop.items())
-    text = (f"A round's adapter is promoted when its held-out {metric} beats the best model so far by more than "
-            f"{z:g} × the {se} of the gain, i.e. when the gain's one-sided lower bound, gain − {z:g} × SE, is above 0 "
-            f"(a one-sided test at {norm.cdf(z):.0%} confidence)")
-    text += f", and no guarded metric falls below the base's ({guards})." if guards else "."
-    if z < 1.96:
-        text += (f" The 95% intervals elsewhere on this page are two-sided (1.96 × SE), so a promoted adapter's 95% "
-                 f"interval can include 0: the rule asks for {z:g} standard errors, not 1.96 (decide.noise_sigmas).")
-    return text
 
 
 def _rel(path: str | Path | None, run_dir: Path) -> str | None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+from scipy.stats import norm
+
 from atelier.atomic import write_json_atomic, write_text_atomic
-from atelier.config import GenerationConfig
+from atelier.config import Config, GenerationConfig, parse_config
 from atelier.report.grids import MAX_ROWS, grid_png
 from atelier.runs import best_round, evaluation_dir, guided_base_dir, read_json, read_jsonl
 from atelier.stats.intervals import difference_ci
@@ -82,6 +85,33 @@ def sampling_text(generation: GenerationConfig) -> str:
     if generation.adapter_min_timestep:
         text += (" Adapter images were drawn with the adapter on only at sampling timesteps >= "
                  f"{generation.adapter_min_timestep} (the base model below).")
+    return text
+
+
+def run_config(run_dir: Path) -> Config | None:
+    """The run's own config (config.yaml), or None when it cannot be read."""
+    try:
+        return parse_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    except Exception:  # noqa: BLE001 - a report of an old or hand-made run still renders without it
+        return None
+
+
+def rule_text(cfg: Config | None, metric: str) -> str:
+    """The promotion rule (atelier.stats.promotion) in words, with its one-sided confidence."""
+    if cfg is None:
+        return "The run's config.yaml could not be read: the rule's settings are unknown."
+    d = cfg.decide
+    z = d.noise_sigmas
+    se = ("paired standard error (the same held-out prompts and seeds on both sides, prompts as units)" if d.paired
+          else "standard error from the two Wilson intervals, as if independent")
+    guards = ", ".join(f"{k} by more than {v:g}" for k, v in d.max_drop.items())
+    text = (f"A round's adapter is promoted when its held-out {metric} beats the best model so far by more than "
+            f"{z:g} × the {se} of the gain, i.e. when the gain's one-sided lower bound, gain − {z:g} × SE, is above 0 "
+            f"(a one-sided test at {norm.cdf(z):.0%} confidence)")
+    text += f", and no guarded metric falls below the base's ({guards})." if guards else "."
+    if z < 1.96:
+        text += (f" The 95% intervals elsewhere on this page are two-sided (1.96 × SE), so a promoted adapter's 95% "
+                 f"interval can include 0: the rule asks for {z:g} standard errors, not 1.96 (decide.noise_sigmas).")
     return text
 
 
@@ -180,11 +210,14 @@ def write_summary(run_dir: Path, state: dict, generation: GenerationConfig) -> d
     scale_text = "".join(f" {m.get('label', kind).capitalize()}: {format_share(m.get(metric))}."
                          for kind, m in data["references"].items())
     shown = min(MAX_ROWS, len(prompts))
+    decisions = "".join(f"- round {r['round']}: {'promoted' if r['promoted'] else 'rolled back'}: {r['reason']}\n"
+                        for r in data["rounds"])
     md = (
         f"# atelier run {run_dir.name}\n\n**Goal:** {data['goal']}\n\n"
         f"**Target metric:** `{metric}` on {len(prompts)} held-out prompts: base {format_share(base[metric])} -> best "
         f"{format_share(best[metric])} (gain {gain_text(data)}).{scale_text}\n\n**Stopped:** {data['stop_reason']}\n\n"
         f"Values are held-out metrics with Wilson 95% intervals.{gate_text}\n\n" + header + "\n".join(lines) + "\n\n"
+        f"**Promotion rule:** {rule_text(run_config(run_dir), metric)}\n\n{decisions}\n"
         f"![held-out prompts, base (left) vs best (right); green frame: the judge says right on {metric}, red: wrong]"
         f"({grid.name})\n\nRows (first {shown} held-out prompts):\n\n"
         + "".join(f"{i + 1}. {p}\n" for i, p in enumerate(prompts[:shown]))
