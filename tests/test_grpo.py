@@ -168,3 +168,9 @@ def test_bad_grpo_settings_are_one_line(tmp_path):
     done = atelier("config", "check", str(cfg))
     assert done.returncode == 2 and "grpo.train_steps 3 must be below grpo.sampler_steps 3" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_shipped_grpo_example_is_valid():
+    example = Path(__file__).parent.parent / "examples" / "shapes-grpo.yaml"
+    done = atelier("config", "check", str(example))
+    assert done.returncode == 0, done.stderr[-2000:]
