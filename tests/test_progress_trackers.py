@@ -56,3 +56,13 @@ def test_an_unknown_tracker_is_one_line(tmp_path, monkeypatch):
     done = atelier("run", str(write_config(tmp_path)), "--run-id", "x", env={"ATELIER_REPORT_TO": "mlflow"})
     assert done.returncode == 2 and "unknown tracker 'mlflow'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_configs_report_to_wins_over_the_environment(monkeypatch):
+    from atelier.config import parse_config
+
+    monkeypatch.setenv("ATELIER_REPORT_TO", "wandb")
+    assert tracker_names(parse_config({"goal": "left and right", "logging": {"report_to": ["tensorboard"]}})) == ["tensorboard"]
+    assert tracker_names(parse_config({"goal": "left and right", "logging": {"report_to": []}})) == []
+    monkeypatch.setenv("ATELIER_REPORT_TO", "tensorboard")
+    assert tracker_names(parse_config({"goal": "left and right"})) == ["tensorboard"]  # unset: the environment
