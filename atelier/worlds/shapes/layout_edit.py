@@ -198,8 +198,12 @@ class Canvas:
         region = self.pixels[y0:y1, x0:x1]
         if sign > 0:
             self.pixels[y0:y1, x0:x1] = region * (1 - a) + o.colour * a
-        else:  # take the object's colour back out, leaving what was under it (the background)
-            self.pixels[y0:y1, x0:x1] = region - a * (o.colour - self.background)
+        else:
+            # Background over the object: fully where it covers half a pixel or more, in part on its
+            # soft rim. Subtracting its colour instead left a faint ghost where the model's colour
+            # drifts from the palette (seen in the first efficacy run's edits).
+            m = np.clip(a / 0.5, 0.0, 1.0)
+            self.pixels[y0:y1, x0:x1] = region * (1 - m) + self.background * m
 
     def erase(self, o: _Object) -> None:
         self._paint(o, -1.0)
