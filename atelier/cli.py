@@ -56,7 +56,9 @@ def cmd_run(args) -> int:
     from atelier.config import load_config
     from atelier.loop import start_run
 
-    cfg = load_config(args.config, args.set)
+    from atelier.packaged_examples import config_argument
+
+    cfg = load_config(config_argument(args.config), args.set)  # a file, or an example's name ('shapes')
     run_id, final = start_run(cfg, args.run_id)
     print(f"run {run_id} finished: {final.get('stop_reason')}")
     print(f"report: {final.get('report')}")
@@ -187,6 +189,18 @@ def cmd_generate(args) -> int:
 
         for p in prompts:
             parse(p)  # the shapes model only knows its world's captions: say so before sampling
+    drawn = {p: p for p in prompts}  # the text drawn for each prompt: itself, or its rewrite
+    if args.rewrite_with:
+        from atelier.rewriter.commands import rewrite_prompts
+
+        try:
+            rewrites, rewriter = rewrite_prompts(args.rewrite_with, prompts)
+        except ValueError as e:
+            return _fail(str(e).strip().splitlines()[0])
+        drawn = dict(zip(prompts, rewrites))
+        print(f"rewritten by the {rewriter}:")
+        for p in dict.fromkeys(prompts):
+            print(f"  {p!r} -> {drawn[p]!r}")
     # Sampler defaults belong to the model: the shapes model's 8 DPM-Solver++ steps, or a real model's 25.
     default_steps, default_guidance = (
         (DEFAULT_STEPS, DEFAULT_GUIDANCE) if shapes else (diffusers_generator.DEFAULT_STEPS, diffusers_generator.DEFAULT_GUIDANCE)
@@ -204,7 +218,7 @@ def cmd_generate(args) -> int:
     except (ValueError, OSError) as e:  # a bad dtype or device; a model the hub or the disk does not have
         return _fail(str(e).strip().splitlines()[0])
     items = [(p, args.seed + i * args.n + k) for i, p in enumerate(prompts) for k in range(args.n)]
-    request = GenerationRequest([p for p, _ in items], [s for _, s in items], steps, guidance, batch_size,
+    request = GenerationRequest([drawn[p] for p, _ in items], [s for _, s in items], steps, guidance, batch_size,
                                 args.height, args.width)
     images = generate(pipe, request)
     out = Path(args.out)
@@ -218,9 +232,20 @@ def cmd_generate(args) -> int:
                      "adapter_min_timestep": args.adapter_min_timestep if args.adapter else None,
                      "steps": steps, "guidance_scale": guidance,
                      # the shapes model always samples with its own DPM-Solver++ 2M
-                     "scheduler": "dpm++2m" if shapes else args.scheduler, "dtype": args.dtype})
+                     "scheduler": "dpm++2m" if shapes else args.scheduler, "dtype": args.dtype,
+                     **({"rewrite": drawn[p], "rewrite_with": str(args.rewrite_with)} if args.rewrite_with else {})})
     write_jsonl_atomic(out / "metadata.jsonl", rows)
     print(f"wrote {len(rows)} images and metadata.jsonl to {out}")
+    return 0
+
+
+def cmd_rewriter_train(args) -> int:
+    from atelier.rewriter.commands import train_command
+
+    try:
+        print(train_command(args))
+    except ValueError as e:
+        return _fail(str(e).strip().splitlines()[0])
     return 0
 
 
@@ -275,6 +300,26 @@ def cmd_shapes_eval(args) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    from atelier.packaged_examples import write_example
+
+    try:
+        path = write_example(args.example, Path(args.out))
+    except (ValueError, OSError) as e:
+        return _fail(str(e))
+    print(f"wrote {path}; run it with: atelier run {path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from atelier.export import export_run
+    from atelier.loop import find_run
+
+    print(export_run(find_run(args.run_id, Path(args.run_dir) if args.run_dir else None), args.format, Path(args.out),
+                     args.round))
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -283,8 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="atelier",
         description="Make a text-to-image model better at a goal, by itself: a LangGraph loop of prompt writing, "
         "generation, judging, relabelling and LoRA fine-tuning, evaluated on held-out prompts.",
-        epilog="Start with: atelier run examples/shapes.yaml",
+        epilog="Start with: atelier run shapes (the demo), or atelier init shapes to get its config to edit",
     )
+    from atelier.version import atelier_version
+
+    p.add_argument("--version", action="version", version=f"atelier {atelier_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="start a run from a config file")
@@ -311,6 +359,21 @@ def build_parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("runs", help="list runs")
     rs.add_argument("--run-dir", default="runs")
     rs.set_defaults(func=cmd_runs)
+
+    ini = sub.add_parser("init", help="write an example config to edit (shapes, sd15-ipr-spatial, ...)")
+    ini.add_argument("example", nargs="?", default="shapes", help="example name (default: shapes)")
+    ini.add_argument("--out", default=".", help="file or folder to write it to (default: ./EXAMPLE.yaml)")
+    ini.set_defaults(func=cmd_init)
+
+    exp = sub.add_parser("export", help="a run's adapter or data in other tools' layouts")
+    exp.add_argument("run_id")
+    exp.add_argument("--format", required=True, choices=["kohya", "dpo-pairs", "sft"],
+                     help="kohya: the adapter with kohya/A1111/ComfyUI keys; dpo-pairs: preference pairs as parquet "
+                     "(Pick-a-Pic columns); sft: every round's training images as one image folder")
+    exp.add_argument("--round", type=int, help="kohya: the round whose adapter (default: the best)")
+    exp.add_argument("--out", default="export", help="output folder (default: ./export)")
+    exp.add_argument("--run-dir", help="folder holding the runs (default: ./runs)")
+    exp.set_defaults(func=cmd_export)
 
     cfg = sub.add_parser("config", help="inspect and validate configs").add_subparsers(dest="what", required=True, metavar="WHAT")
     cfg.add_parser("schema", help="print the config's JSON schema").set_defaults(func=cmd_config_schema)
@@ -367,7 +430,29 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--vae-tiling", action="store_true", help="decode in tiles: large images in less GPU memory")
     gen.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time")
     gen.add_argument("--cpu-offload", action="store_true", help="move each model to the GPU only while it runs")
+    gen.add_argument("--rewrite-with", metavar="CONFIG_OR_RUN",
+                     help="draw each prompt as a rewriter rewrites it (its single best guess): a rewrite run's folder "
+                     "(its best rewriter), a rewriter folder (run/round_NNN/adapter) or a rewrite config (untrained)")
     gen.set_defaults(func=cmd_generate)
+
+    rw = sub.add_parser("rewriter", help="the prompt rewriter of the rewrite strategy").add_subparsers(
+        dest="what", required=True, metavar="WHAT")
+    rwt = rw.add_parser("train", help="DPO (trl) of a causal-LM rewriter on preference pairs into a LoRA vLLM can serve")
+    rwt.add_argument("pairs", help="pairs in trl's preference format: pairs.jsonl / pairs.parquet (a rewrite run's "
+                     "round_NNN/adapter/) or the folder holding pairs.jsonl")
+    rwt.add_argument("--model", required=True, help="the rewriter's weights: hub id or local folder of a causal LM with a chat template")
+    rwt.add_argument("--out", required=True, help="new folder for the LoRA adapter (peft format)")
+    rwt.add_argument("--beta", type=float, default=0.1, help="DPO beta (default 0.1, the paper's)")
+    rwt.add_argument("--lr", type=float, default=5e-6, help="learning rate (default 5e-6; the paper: 1e-5 to 5e-6)")
+    rwt.add_argument("--epochs", type=float, default=1.0, help="passes over the pairs")
+    rwt.add_argument("--max-steps", type=int, default=-1, help="optimizer steps (default: from --epochs)")
+    rwt.add_argument("--batch-size", type=int, default=4, help="pairs per step")
+    rwt.add_argument("--rank", type=int, default=16, help="LoRA rank")
+    rwt.add_argument("--alpha", type=int, default=32, help="LoRA alpha")
+    rwt.add_argument("--init-lora", help="continue from this LoRA of the same model")
+    rwt.add_argument("--seed", type=int, default=0)
+    rwt.add_argument("--device", default="cpu", help="cpu or cuda (never guessed)")
+    rwt.set_defaults(func=cmd_rewriter_train)
 
     shapes = sub.add_parser("shapes", help="the embedded shapes world").add_subparsers(dest="what", required=True, metavar="WHAT")
     tb = shapes.add_parser("train-base", help="train the shapes world's base model (about 50 min on 2 CPU cores)")

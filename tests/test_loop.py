@@ -168,7 +168,7 @@ def test_report_sets_the_best_adapter_against_the_guided_base(finished_run, tmp_
         assert gain["ci95"][0] <= gain["value"] <= gain["ci95"][1]
     sentence = "Best minus the base sampled at the candidates' guidance (5)"
     assert sentence in (run_dir / "report" / "report.md").read_text()
-    assert sentence.replace("'", "&#x27;") in (run_dir / "report" / "report.html").read_text()
+    assert sentence.replace("'", "&#39;") in (run_dir / "report" / "report.html").read_text()
 
 
 def test_report_says_how_images_were_sampled():
