@@ -71,3 +71,11 @@ def test_a_model_judges_questions_are_kept_not_recomputed_from_empty_detections(
     row = {"file": "x.png", "detections": [], **judgment_fields(parse(prompt), probes, questions, right, 0)}
     kept = ShapesWorld._with_questions(row)
     assert kept["question_score"] == 6 and [q["outcome"] for q in kept["questions"]][:2] == ["yes", "yes"]
+
+
+def test_the_adapter_names_its_base_as_shapes_not_a_site_packages_path(trained):
+    import json
+
+    tmp, *_ = trained
+    meta = json.loads((tmp / "adapter" / "atelier_adapter.json").read_text())
+    assert meta["base_model"] == "shapes"

@@ -109,6 +109,8 @@ def unloaded_lora_keys(lora_keys: Sequence[str], modules: dict[str, torch.nn.Mod
         if (end := _LORA_MATRIX.search(key)) is None:
             continue  # not a LoRA matrix (alphas, DoRA magnitudes): not counted
         module = key[: end.start()].replace(".processor.", ".")
+        if module.endswith(".to_out"):  # the old processor naming (kohya files): to_out_lora is to_out.0
+            module += ".0"
         if module not in loaded:
             dropped.append(key)
     return dropped

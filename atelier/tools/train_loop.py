@@ -23,6 +23,7 @@ import torch
 
 from atelier.tools.datasets import as_path_list
 from atelier.tools.lora import check_adapter_matches, read_adapter_metadata
+from atelier.tools.model_folders import is_shapes_model
 
 TRAIN_LOG = "train_log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -268,13 +269,25 @@ def adapter_metadata(
         "wall_time_s": round(time.time() - started, 3),
         "n_samples": n_samples,
         "datasets": [str(d.resolve()) for d in as_path_list(sources)],
-        "base_model": str(pipe.config.get("_name_or_path")),
+        "base_model": base_model_name(pipe),
         **extra,
         "init_adapter": None if init_adapter is None else str(Path(init_adapter).resolve()),
         "init_adapter_hash": None if init_meta is None else init_meta["sha256"],
         "trainer": trainer,
         "torch": torch.__version__,
     }
+
+
+def base_model_name(pipe) -> str:
+    """What an adapter records as its base: the hub id or path the pipeline was loaded from,
+    'shapes' for the model shipped inside the package (never a site-packages path)."""
+    name = str(pipe.config.get("_name_or_path"))
+    package = Path(__file__).resolve().parent.parent
+    try:
+        inside = Path(name).resolve().is_relative_to(package)
+    except (OSError, ValueError):
+        inside = False
+    return "shapes" if inside and is_shapes_model(name) else name
 
 
 def init_adapter_metadata(init_adapter: str | Path | None, cfg) -> dict | None:
