@@ -52,14 +52,10 @@ def read_state(folder: str | Path | None) -> dict:
 
 def world_language(config: Config) -> tuple[type[RewriteOneRequest], Callable[[str], list[str]] | None,
                                             Callable[[str, str], dict[str, str]] | None]:
-    """(request type, phrasings, phrasing features) of the config's world; the last two are None
-    where the world has no builtin phrasings (open_vocab: a model rewriter only)."""
-    match config.world_name:
-        case "shapes":
-            from atelier.worlds.shapes.rewrites import ShapesRewriteOneRequest, phrasing_features, phrasings
+    """(request type, phrasings, phrasing features) of the config's world (atelier.worlds.rewrite_language)."""
+    from atelier.worlds import rewrite_language
 
-            return ShapesRewriteOneRequest, phrasings, phrasing_features
-    return RewriteOneRequest, None, None
+    return rewrite_language(config)
 
 
 class BuiltinRewriter:
