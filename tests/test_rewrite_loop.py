@@ -263,3 +263,4 @@ def test_the_report_section_shows_rewrites_next_to_prompts_and_the_paired_compar
     assert m["gain"] == pytest.approx(m["rewritten"] - m["raw"]) and m["ci95"][0] <= m["gain"] <= m["ci95"][1]
     assert comparison["rubric_sum"]["wins"] + comparison["rubric_sum"]["ties"] + comparison["rubric_sum"]["losses"] == n
     assert f"{m['wins']} / {m['ties']} / {m['losses']}" in text
+    assert text.strip() in (builtin_run / "report" / "report.md").read_text()  # the run's report carries the section

@@ -20,7 +20,24 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
     run_dir = Path(run_dir)
     data = write_summary(run_dir, state, generation)
     write_cards(run_dir, state, data)
+    _append_strategy_section(run_dir)
     return write_page(run_dir, state, generation, data)
+
+
+def _append_strategy_section(run_dir: Path) -> None:
+    """A strategy's own section at the end of report.md: the rewrite strategy's learned rule,
+    best guesses next to the users' prompts and the paired comparison with the raw prompts."""
+    from atelier.report.page import run_config
+
+    cfg = run_config(run_dir)
+    if cfg is None or cfg.strategy != "rewrite":
+        return
+    from atelier.atomic import write_text_atomic
+    from atelier.rewriter.report import rewrite_section
+
+    report_md = run_dir / "report" / "report.md"
+    section = rewrite_section(run_dir, builtin_judge=cfg.agents.judge.backend == "builtin")
+    write_text_atomic(report_md, report_md.read_text().rstrip("\n") + "\n\n" + section + "\n")
 
 
 def write_cards(run_dir: Path, state: dict, data: dict) -> list[Path]:
