@@ -199,10 +199,10 @@ class Canvas:
         if sign > 0:
             self.pixels[y0:y1, x0:x1] = region * (1 - a) + o.colour * a
         else:
-            # Background over the object: fully where it covers half a pixel or more, in part on its
+            # Background over the object: fully where it covers a tenth of a pixel or more, in part on its
             # soft rim. Subtracting its colour instead left a faint ghost where the model's colour
             # drifts from the palette (seen in the first efficacy run's edits).
-            m = np.clip(a / 0.5, 0.0, 1.0)
+            m = np.clip(a / 0.1, 0.0, 1.0)
             self.pixels[y0:y1, x0:x1] = region * (1 - m) + self.background * m
 
     def erase(self, o: _Object) -> None:
