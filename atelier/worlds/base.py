@@ -33,6 +33,20 @@ class WorldPrompt(BaseModel):
     target_class: str | None = Field(None, description="the class the prompt was written for (CCSR), if any")
 
 
+class Editor(Protocol):
+    """RPO's edit step: an image, its prompt and edit instructions -> the edited image. One per
+    world: atelier.worlds.shapes.editors (layout, sdedit), atelier.worlds.open_vocab.editor
+    (ControlNet img2img, SDEdit)."""
+
+    name: str
+
+    def edit(self, image: Image.Image, prompt: str, instructions: Sequence[str], seed: int):
+        """An object with `image` (the original's size), `ok` (every instruction carried out, as
+        far as the editor can check) and `record()` (JSON-ready: method, seed, settings and
+        per-instruction outcomes). An instruction it cannot carry out is recorded, never raised."""
+        ...
+
+
 class World(Protocol):
     name: str
 
@@ -78,6 +92,20 @@ class World(Protocol):
                    seed_of: Callable[[int, int], int]) -> dict:
         """{kind: metrics} of chance and ceiling references on the same prompts and seeds, where
         the world can compute them for free ({} otherwise)."""
+        ...
+
+    def critique_request(self, row: dict):
+        """RPO: the critic's request (atelier.agents.critic.CritiqueRequest) about a judged image row."""
+        ...
+
+    def editor(self) -> Editor:
+        """RPO: the configured editor of this world (rpo.editor)."""
+        ...
+
+    def train_dpo(self, pair_sources: Sequence[Path], out: Path, init_adapter: str | None, seed: int,
+                  progress: Progress | None = None) -> dict:
+        """RPO: a LoRA trained by Diffusion-DPO on preference pairs (parquet files), the reference
+        being the base with adapters disabled, continuing from `init_adapter`, saved atomically."""
         ...
 
     def close(self) -> None:
