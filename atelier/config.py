@@ -55,6 +55,8 @@ class AgentConfig(_Strict):
     )
     model: str | None = Field(None, description="model name the endpoint serves, e.g. Qwen/Qwen2.5-VL-7B-Instruct")
     temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature; 0 = the most repeatable answers")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling: only the most likely tokens whose "
+                                "probabilities add up to this are drawn; unset = the server's default (1)")
     max_tokens: int = Field(2048, ge=16, description="longest answer the model may write, in tokens")
     timeout_s: float = Field(120.0, gt=0, description="seconds one request may take before it counts as a transport error")
     max_concurrency: int = Field(

@@ -246,7 +246,10 @@ def test_a_model_rewriter_is_trained_with_dpo_and_asked_through_its_lora(tmp_pat
     # the held-out best guesses were asked of the LoRA, by its served name, at temperature 0
     asked = [b for b in server.requests if schema_name(b) == "OneRewrite" and b["model"] == name]
     heldout = json.loads((tmp_path / "runs" / "dpo" / "heldout" / "prompts.json").read_text())
-    assert len(asked) >= len(heldout) and all(b.get("temperature") == 0.0 for b in asked)
+    assert len(asked) >= len(heldout) and all(b.get("temperature") == 0.0 and "top_p" not in b for b in asked)
+    # the round's rewrites were sampled with the paper's temperature 0.9 and top_p 0.9
+    sampled = [b for b in server.requests if schema_name(b) == "OneRewrite" and b["model"] == "scripted-vlm"]
+    assert sampled and all(b.get("temperature") == 0.9 and b.get("top_p") == 0.9 for b in sampled)
 
 
 def test_the_report_section_shows_rewrites_next_to_prompts_and_the_paired_comparison(builtin_run):

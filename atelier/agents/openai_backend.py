@@ -198,7 +198,7 @@ class OpenAIBackend(Backend):
             self._key = key
         self._chat = ChatOpenAI(
             model=config.model, base_url=config.base_url, api_key=self._key, temperature=config.temperature,
-            timeout=config.timeout_s, max_retries=0, max_tokens=config.max_tokens,
+            timeout=config.timeout_s, max_retries=0, max_tokens=config.max_tokens, top_p=config.top_p,
             http_client=_http_client(config.base_url),
         )
         self._slots = endpoint_slots(config.base_url, config.max_concurrency)

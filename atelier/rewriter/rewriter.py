@@ -124,15 +124,15 @@ class ModelRewriter:
             agent = agent.model_copy(update={"model": load_lora_into_server(agent, Path(folder) / state["lora"])})
         self.agent = agent
 
-    def _ask(self, prompts: Sequence[str], n: int, temperature: float):
-        agent = self.agent.model_copy(update={"temperature": temperature})
+    def _ask(self, prompts: Sequence[str], n: int, temperature: float, top_p: float | None = None):
+        agent = self.agent.model_copy(update={"temperature": temperature, "top_p": top_p})
         requests = [self.request_type(prompt=p) for p in prompts for _ in range(n)]
         results = backend_for(agent, "prompt_writer").ask_many(requests)
         return [results[k * n:(k + 1) * n] for k in range(len(prompts))]
 
     def sample(self, prompts: Sequence[str], n: int, seed: int) -> tuple[list[list[str]], list[dict]]:
         out, records = [], []
-        for prompt, results in zip(prompts, self._ask(prompts, n, self.settings.temperature)):
+        for prompt, results in zip(prompts, self._ask(prompts, n, self.settings.temperature, self.settings.top_p)):
             texts = []
             for r in results:
                 if r.ok and r.answer.rewrite.strip() not in texts:

@@ -16,8 +16,8 @@ class RewriteConfig(BaseModel):
                                      "each (all with the prompt's seed, so that only the wording differs)")
     temperature: float = Field(0.9, ge=0, le=2, description="sampling temperature of the rewrites (the paper's 0.9); "
                                "the held-out evaluation asks for the single best guess (temperature 0)")
-    top_p: float = Field(0.9, gt=0, le=1, description="nucleus sampling of the builtin rewriter's phrasings (the "
-                         "paper's 0.9); a model rewriter samples at `temperature` alone (the openai backend sends no top_p)")
+    top_p: float = Field(0.9, gt=0, le=1, description="nucleus sampling of the rewrites (the paper's 0.9): of the "
+                         "builtin rewriter's phrasings, or sent as top_p to a model rewriter")
     rubric_samples: int = Field(3, ge=1, le=8, description="times the judge scores each image; each rubric score is "
                                 "the mean of these (the paper's 3)")
     rule_min_net: int = Field(2, ge=1, description="builtin rewriter: a phrasing is preferred only when it won at least "
