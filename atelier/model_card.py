@@ -20,7 +20,6 @@ from atelier.config import Config
 from atelier.report.summary import format_share
 from atelier.runs import read_json
 from atelier.tools.lora import ADAPTER_METADATA
-from atelier.tools.model_folders import is_shapes_model
 
 CARD = "README.md"
 CARD_METRICS = ("relation_accuracy_cond", "object_accuracy", "count_accuracy", "ipr_accuracy", "question_score",

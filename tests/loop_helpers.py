@@ -40,3 +40,10 @@ def atelier(*args: str, env: dict | None = None, cwd: Path | None = None) -> sub
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "atelier.cli", *args], capture_output=True, text=True, env=full_env,
                           cwd=cwd, timeout=600)
+
+
+def finished_run(tmp_path: Path, config: Path, run_id: str) -> Path:
+    """`atelier run CONFIG --run-id ID` to its end (asserted, with stderr's tail on failure): the run folder."""
+    done = atelier("run", str(config), "--run-id", run_id)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp_path / "runs" / run_id

@@ -16,7 +16,7 @@ from atelier.strategies.grpo_config import GRPOConfig
 from atelier.strategies.grpo_reward import reward
 from atelier.tools.lora import adapter_hash
 from atelier.worlds.base import WorldPrompt
-from loop_helpers import atelier, write_config
+from loop_helpers import atelier, finished_run, write_config
 
 # --- reward ----------------------------------------------------------------------------------
 
@@ -125,9 +125,7 @@ def _outcome(run_dir: Path):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grpo_loop")
-    done = atelier("run", str(_config(tmp)), "--run-id", "g")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return tmp / "runs" / "g"
+    return finished_run(tmp, _config(tmp), "g")
 
 
 def test_grpo_round_through_the_cli(uninterrupted):

@@ -11,7 +11,7 @@ import pytest
 from atelier.config import load_config
 from atelier.rewriter.rewriter import load_rewriter
 from atelier.worlds.shapes.rewrites import phrasing_features, phrasings
-from loop_helpers import TINY, atelier, write_config
+from loop_helpers import TINY, atelier, finished_run, write_config
 from openai_server import OpenAIServer, Reply, correct, image_urls, schema_name, user_text
 
 REWRITE = {"rewrites_per_prompt": 4, "rubric_samples": 3, "rule_min_net": 1}
@@ -37,9 +37,7 @@ def outcome(run_dir):
 @pytest.fixture(scope="module")
 def builtin_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rewrite")
-    done = atelier("run", str(rewrite_config(tmp)), "--run-id", "rw")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return tmp / "runs" / "rw"
+    return finished_run(tmp, rewrite_config(tmp), "rw")
 
 
 def test_builtin_run_samples_rewrites_scores_them_and_keeps_pairs(builtin_run):
