@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--adapter-min-timestep", type=int, default=0, metavar="T",
                      help="apply the adapter only at sampling timesteps >= T (of 1000), the base model below; "
                      "0 = every step (the loop's generation.adapter_min_timestep)")
-    gen.add_argument("--steps", type=int, help="sampler steps (default: 12 for the shapes model, 25 for a diffusers model)")
+    gen.add_argument("--steps", type=int, help="sampler steps (default: 8 for the shapes model, 25 for a diffusers model)")
     gen.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: 3 shapes, 7.5 diffusers)")
     gen.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (never guessed)")
     gen.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
