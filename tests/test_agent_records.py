@@ -265,6 +265,20 @@ def test_keys_are_masked_in_json_escaped_form_and_short_values_are_left_alone():
     assert records.current_keys("abc") == [k for k in records.current_keys() if k != "abc"]
 
 
+
+def test_answers_are_cleaned_whatever_the_key_looks_like_and_left_alone_when_clean():
+    # clean_answer skips its walk when the answer's JSON shows no key: a key whose JSON form
+    # differs from itself (a quote, a backslash) must still be found in the answer's strings.
+    class Said(BaseModel):
+        reason: str
+
+    for key in ('x\\y"secret', "sk-plain-1234"):
+        assert records.clean_answer(Said(reason=f"it said {key} here"), [key]).reason == f"it said {records.MASK} here"
+    clean = Said(reason="all there")
+    assert records.clean_answer(clean, ["sk-plain-1234"]) is clean
+    long = Said(reason="y" * (records.TEXT_LIMIT + 10))
+    assert records.clean_answer(long, []).reason.endswith(f"[cut: {records.TEXT_LIMIT + 10:,} characters]")
+
 class Pattern(BaseModel):
     text: str = Field(pattern=r"^x+$")
 

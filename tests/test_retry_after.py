@@ -5,11 +5,9 @@ before it asks again, however short its own back-off."""
 import email.utils
 import time
 
-import httpx
-import openai
 import pytest
 
-from atelier.agents.openai_backend import MAX_RETRY_AFTER_S, OpenAIBackend, retry_after_s
+from atelier.agents.openai_backend import MAX_RETRY_AFTER_S, OpenAIBackend, StatusError, retry_after_s
 from atelier.agents.judge import QuestionsJudgeRequest
 from atelier.config import AgentConfig
 from atelier.worlds.shapes.questions import shapes_questions
@@ -77,9 +75,8 @@ def test_a_server_that_keeps_refusing_is_a_failed_result_after_max_retries(tmp_p
     assert server.times[1] - server.times[0] >= 1.0
 
 
-def _status_error(headers: dict) -> openai.APIStatusError:
-    request = httpx.Request("POST", "http://x/v1/chat/completions")
-    return openai.RateLimitError("slow down", response=httpx.Response(429, headers=headers, request=request), body=None)
+def _status_error(headers: dict) -> StatusError:
+    return StatusError(429, "Too Many Requests", "slow down", headers)
 
 
 @pytest.mark.parametrize("headers, wait", [({"retry-after": "3"}, 3.0), ({"retry-after-ms": "250"}, 0.25),

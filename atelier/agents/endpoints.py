@@ -1,22 +1,26 @@
 """One concurrency bound per endpoint, shared by every role and thread that talks to it.
 
 The bound lives here, not in a backend, because two roles (say judge and critic) may share one
-vLLM server: each role's thread pool alone would let twice the bound through.
+vLLM server: each role's own bound alone would let twice the bound through. Every request runs on
+the agents' one event loop (atelier.agents.http_loop), so an asyncio semaphore per endpoint sees
+them all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 _lock = threading.Lock()
-_slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+_slots: dict[tuple[asyncio.AbstractEventLoop, str, int], asyncio.BoundedSemaphore] = {}
 
 
-def endpoint_slots(base_url: str, limit: int) -> threading.BoundedSemaphore:
-    """The semaphore of `base_url`. The config makes roles on one URL agree on `limit`; it is part
-    of the key only so that a process trying several limits (tests, benchmarks) gets each."""
-    key = (base_url.rstrip("/"), limit)
+def endpoint_slots(base_url: str, limit: int) -> asyncio.BoundedSemaphore:
+    """The semaphore of `base_url` on the running loop (call inside it). The config makes roles on
+    one URL agree on `limit`; it is part of the key only so that a process trying several limits
+    (tests, benchmarks) gets each."""
+    key = (asyncio.get_running_loop(), base_url.rstrip("/"), limit)
     with _lock:
         if key not in _slots:
-            _slots[key] = threading.BoundedSemaphore(limit)
+            _slots[key] = asyncio.BoundedSemaphore(limit)
         return _slots[key]

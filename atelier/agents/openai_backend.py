@@ -1,17 +1,19 @@
 """The `openai` backend: a model behind an OpenAI-protocol endpoint (vLLM, or an API).
 
-langchain-openai's ChatOpenAI with the role's base_url, model, temperature and timeout; answers
-constrained by the request's JSON schema (a strict `json_schema` response format bound to the
-chat model; the raw text is validated here, so it survives a bad answer); images inline as PNG
-data URLs. Around each call:
+Each request is one `POST {base_url}/chat/completions` with the role's model, temperature,
+top_p and max_completion_tokens, the answer constrained by the request's JSON schema (a strict
+`json_schema` response format; the raw text is validated here, so it survives a bad answer) and
+images inline as PNG data URLs. Requests go out through aiohttp on the agents' one event loop
+(atelier.agents.http_loop): no typed client in between, because its per-call CPU, not any pool or
+bound, is what held requests in flight below the bound (BENCHMARKS.md). Around each call:
   - a semaphore per endpoint bounds the requests in flight (shared by every role on that URL);
   - transport failures are retried (tenacity) with exponential back-off and jitter, or after the
     server's `Retry-After` / `retry-after-ms` when it asks for longer (capped at
     MAX_RETRY_AFTER_S), then recorded as a failed result, never raised: connection refused or
-    reset, timeouts, 408/409/429 and 5xx, and a 200 whose body is not a chat completion (an HTML
-    page, text, JSON cut short, JSON without choices), which an httpx response hook catches
-    before any library parses it. The SDK's own retries are off (they cannot see those 200s), so
-    `max_retries` means what it says;
+    reset, timeouts, a body cut short, 408/409/429 and 5xx, and a 200 whose body is not a chat
+    completion (an HTML page, text, JSON cut short, JSON without choices). `max_retries` means
+    what it says: nothing below retries on its own;
+  - 401, 403 and 404 stop the run as a config error (wrong URL, model name or key);
   - an answer that is empty, not JSON, off the schema or against the request's rules is sent
     back with the validation error, up to `max_reasks` times, then returned as a failed result
     holding the raw text. The API key comes from the environment variable the config names;
@@ -22,23 +24,20 @@ data URLs. Around each call:
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
 import os
 import random
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 
-import openai
+import aiohttp
 import tenacity
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.utils.function_calling import convert_to_openai_function
-from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
 
-from atelier.agents import records
+from atelier.agents import http_loop, records
 from atelier.agents.backend import AgentRequest, AgentResult, Backend
 from atelier.agents.endpoints import endpoint_slots
 from atelier.agents.images import png_data_url
@@ -47,8 +46,7 @@ from atelier.config import AgentConfig, ConfigError
 
 log = logging.getLogger("atelier.agents")
 
-# A key for servers that want none (vLLM without --api-key); ChatOpenAI insists on some value,
-# and passing one stops it from picking up OPENAI_API_KEY behind the config's back.
+# The bearer token sent to servers that want none (vLLM without --api-key), as OpenAI's clients do.
 NO_KEY = "EMPTY"
 
 
@@ -64,8 +62,24 @@ class _BadAnswer(Exception):
         self.raw = raw
 
 
-class _BadReply(Exception):
-    """A 200 whose body is not a chat completion: a transport failure, retried like a 502."""
+class TransportError(Exception):
+    """No usable reply to one HTTP request: unreachable, timed out, cut short, or not a completion.
+    Retried; `headers` are the reply's (empty when there was none)."""
+
+    headers: Mapping[str, str] = {}
+
+
+class StatusError(TransportError):
+    """An HTTP status other than 200, with the reply's headers and (one line of) its body."""
+
+    def __init__(self, status: int, reason: str, body: str, headers: Mapping[str, str] | None = None):
+        super().__init__(f"HTTP {status} {reason}".rstrip() + (f": {body}" if body else ""))
+        self.status_code = status
+        self.headers = headers or {}
+
+
+class _BadReply(TransportError):
+    """A 200 whose body is not a chat completion: retried like a 502."""
 
 
 def _one_line(text: str, limit: int = 160) -> str:
@@ -73,59 +87,48 @@ def _one_line(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _check_reply(response) -> None:
-    """httpx response hook: a chat completion's 200 must carry a chat completion. Without this
-    the SDK hands an HTML page on as a str, raises JSONDecodeError for text labelled JSON, and
-    langchain fails on JSON without choices, none of which the retry loop would see."""
-    request = response.request
-    if response.status_code != 200 or request.method != "POST" or not request.url.path.endswith("/chat/completions"):
-        return
-    response.read()  # a body cut short by a closed connection raises httpx's RemoteProtocolError here
-    kind = response.headers.get("content-type", "no content type").split(";")[0]
+def _completion_message(status: int, content_type: str, body: bytes) -> tuple[str, str | None]:
+    """(the assistant's text, finish_reason) of a 200 reply; _BadReply when the body is no chat
+    completion (an HTML page, text labelled JSON, JSON cut short, JSON without choices)."""
+    kind = content_type.split(";")[0] or "no content type"
     try:
-        data = json.loads(response.content)
+        data = json.loads(body)
     except ValueError:
-        raise _BadReply(f"the endpoint answered 200 with a body that is not JSON ({kind}, {len(response.content)} bytes): "
-                        f"{_one_line(response.content.decode('utf-8', 'replace'))!r}") from None
+        raise _BadReply(f"the endpoint answered {status} with a body that is not JSON ({kind}, {len(body)} bytes): "
+                        f"{_one_line(body.decode('utf-8', 'replace'))!r}") from None
     choices = data.get("choices") if isinstance(data, dict) else None
     if not (isinstance(choices, list) and choices and isinstance(choices[0], dict) and isinstance(choices[0].get("message"), dict)):
         error = data.get("error") if isinstance(data, dict) else None
         if isinstance(error, dict):
             error = error.get("message", error)
-        said = f"an error: {_one_line(str(error))!r}" if error else f"JSON that is not a chat completion: {_one_line(response.text)!r}"
-        raise _BadReply(f"the endpoint answered 200 with {said}")
+        said = f"an error: {_one_line(str(error))!r}" if error else \
+            f"JSON that is not a chat completion: {_one_line(body.decode('utf-8', 'replace'))!r}"
+        raise _BadReply(f"the endpoint answered {status} with {said}")
+    choice = choices[0]
+    content = choice["message"].get("content")
+    if isinstance(content, list):  # content parts, as some servers send
+        content = "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return (content if isinstance(content, str) else ""), choice.get("finish_reason")
 
 
-_clients_lock = threading.Lock()
-_clients: dict[str, openai.DefaultHttpxClient] = {}
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, StatusError):
+        return error.status_code >= 500 or error.status_code in (408, 409, 429)
+    return isinstance(error, TransportError)
 
 
-def _http_client(base_url: str) -> openai.DefaultHttpxClient:
-    """One connection pool per endpoint, shared by its roles and backends (as langchain's own
-    default client is), with the reply check as a response hook. The SDK's default limits (1000
-    connections, 100 kept alive) stay well above any sane `max_concurrency`."""
-    key = base_url.rstrip("/")
-    with _clients_lock:
-        if key not in _clients:
-            _clients[key] = openai.DefaultHttpxClient(event_hooks={"response": [_check_reply]})
-        return _clients[key]
-
-
-def _retryable(error: Exception) -> bool:
-    if isinstance(error, (openai.APIConnectionError, openai.APIResponseValidationError, _BadReply)):  # incl. timeouts
-        return True
-    return isinstance(error, openai.APIStatusError) and (error.status_code >= 500 or error.status_code in (408, 409, 429))
+def _refuses_us(error: BaseException) -> bool:
+    return isinstance(error, StatusError) and error.status_code in (401, 403, 404)
 
 
 MAX_RETRY_AFTER_S = 120.0  # a server asking for longer gets a failed result after this wait, not an hour's stall
 
 
 def retry_after_s(error: BaseException | None) -> float:
-    """The wait an HTTP error's response asks for: `retry-after-ms`, else `Retry-After` in
-    seconds or as an HTTP date (RFC 9110 10.2.3); 0 when it asks for none. At most MAX_RETRY_AFTER_S."""
-    response = getattr(error, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
+    """The wait an HTTP error's reply asks for: `retry-after-ms`, else `Retry-After` in seconds
+    or as an HTTP date (RFC 9110 10.2.3); 0 when it asks for none. At most MAX_RETRY_AFTER_S."""
+    headers = getattr(error, "headers", None)
+    if not headers:
         return 0.0
     wait = 0.0
     try:
@@ -142,16 +145,6 @@ def retry_after_s(error: BaseException | None) -> float:
     return min(max(wait, 0.0), MAX_RETRY_AFTER_S)
 
 
-def _refuses_us(error: Exception) -> bool:
-    return isinstance(error, openai.APIStatusError) and error.status_code in (401, 403, 404)
-
-
-def _text_of(message: AIMessage) -> str:
-    if isinstance(message.content, str):
-        return message.content
-    return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in message.content)
-
-
 def _without_defaults(schema, names: bool = False):
     """The JSON schema minus `default` keywords: in strict mode every field is required anyway,
     and some servers reject the keyword. (`names`: the keys are field names, kept as they are.)"""
@@ -161,6 +154,31 @@ def _without_defaults(schema, names: bool = False):
     if isinstance(schema, list):
         return [_without_defaults(v) for v in schema]
     return schema
+
+
+def _strict(schema: dict) -> dict:
+    """OpenAI's strict structured-output form of a JSON schema (as the SDK's `to_strict_json_schema`
+    does): every object closed (`additionalProperties: false`) with every property required."""
+    if isinstance(schema, dict):
+        schema = {k: _strict(v) for k, v in schema.items()}
+        if schema.get("type") == "object" and "properties" in schema:
+            schema["additionalProperties"] = False
+            schema["required"] = list(schema["properties"])
+        return schema
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def response_format(schema: type[BaseModel]) -> dict:
+    """The `response_format` of a request whose answer is `schema`: a strict, named JSON schema."""
+    json_schema = _without_defaults(schema.model_json_schema())
+    description = json_schema.pop("description", None)
+    json_schema.pop("title", None)
+    named = {"name": schema.__name__, "schema": _strict(json_schema), "strict": True}
+    if description:
+        named["description"] = description
+    return {"type": "json_schema", "json_schema": named}
 
 
 def _unfenced(text: str) -> str:
@@ -196,25 +214,46 @@ class OpenAIBackend(Backend):
             if not key:
                 raise ConfigError(f"agents.{role}.api_key_env: environment variable {config.api_key_env} is not set")
             self._key = key
-        self._chat = ChatOpenAI(
-            model=config.model, base_url=config.base_url, api_key=self._key, temperature=config.temperature,
-            timeout=config.timeout_s, max_retries=0, max_tokens=config.max_tokens, top_p=config.top_p,
-            http_client=_http_client(config.base_url),
-        )
-        self._slots = endpoint_slots(config.base_url, config.max_concurrency)
-        self._structured: dict[type[BaseModel], object] = {}
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._proxy = http_loop.proxy_for(self._url)
+        self._headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json",
+                         "Accept": "application/json"}
+        self._sampling = {"max_completion_tokens": config.max_tokens, "temperature": config.temperature}
+        if config.top_p is not None:
+            self._sampling["top_p"] = config.top_p
+        self._formats: dict[type[BaseModel], dict] = {}
+
+    # --- requests, from synchronous code ------------------------------------------------------
+
+    def ask(self, request: AgentRequest) -> AgentResult:
+        return http_loop.run(self._ask(request))
+
+    def ask_many(self, requests: list[AgentRequest]) -> list[AgentResult]:
+        return http_loop.run(self._ask_many(requests))
+
+    async def _ask_many(self, requests: list[AgentRequest]) -> list[AgentResult]:
+        # At most `max_concurrency` requests being prepared or asked at once, so that a batch of
+        # thousands holds that many encoded images, not all; the endpoint semaphore bounds what
+        # is in flight across roles.
+        active = asyncio.Semaphore(self.config.max_concurrency)
+
+        async def one(request: AgentRequest) -> AgentResult:
+            async with active:
+                return await self._ask(request)
+
+        return list(await asyncio.gather(*(one(r) for r in requests)))
 
     # --- one request --------------------------------------------------------------------------
 
-    def ask(self, request: AgentRequest) -> AgentResult:
+    async def _ask(self, request: AgentRequest) -> AgentResult:
         started = time.perf_counter()
         result = AgentResult(role=request.role, mode=request.mode, ok=False, answer=None, attempts=0)
         try:
-            messages = self._messages(request)
+            messages = await self._messages(request)
             for _ in range(self.config.max_reasks + 1):
                 result.attempts += 1
                 try:
-                    result.answer = self._answer(request, messages, result)
+                    result.answer = await self._answer(request, messages, result)
                     result.ok = True
                     break
                 except _BadAnswer as bad:
@@ -222,7 +261,8 @@ class OpenAIBackend(Backend):
                     error = records.clean_text(str(bad), records.ERROR_LIMIT, keys)
                     result.raw, result.error = records.clean_text(bad.raw, records.RAW_LIMIT, keys), error
                     result.errors.append(error)
-                    messages = [*messages, AIMessage(content=bad.raw), HumanMessage(content=reask_text(error))]
+                    messages = [*messages, {"role": "assistant", "content": bad.raw},
+                                {"role": "user", "content": reask_text(error)}]
             else:
                 log.warning("%s/%s: no valid answer after %d tries: %s", request.role, request.mode, result.attempts, result.error)
         except _TransportFailure as failure:
@@ -233,49 +273,32 @@ class OpenAIBackend(Backend):
         result.latency_s = time.perf_counter() - started
         return result.clean(*self._own_key())
 
-    def ask_many(self, requests: list[AgentRequest]) -> list[AgentResult]:
-        if len(requests) <= 1:
-            return [self.ask(r) for r in requests]
-        # The pool only keeps enough threads busy; the endpoint semaphore is what bounds requests.
-        with ThreadPoolExecutor(max_workers=min(len(requests), self.config.max_concurrency)) as pool:
-            return list(pool.map(self.ask, requests))
-
-    # --- pieces -------------------------------------------------------------------------------
-
-    def _messages(self, request: AgentRequest) -> list[BaseMessage]:
+    async def _messages(self, request: AgentRequest) -> list[dict]:
         system, user = render(request.template, request.template_values())
         content: list[dict] = [{"type": "text", "text": user}]
-        content += [{"type": "image_url", "image_url": {"url": png_data_url(p)}} for p in request.images()]
-        return [SystemMessage(content=system), HumanMessage(content=content)]
+        for path in request.images():
+            # PNG encoding releases the GIL: off the loop, it runs beside the other requests' work.
+            url = await asyncio.to_thread(png_data_url, path)
+            content.append({"type": "image_url", "image_url": {"url": url}})
+        return [{"role": "system", "content": system}, {"role": "user", "content": content}]
 
-    def _runnable(self, schema: type[BaseModel]):
-        if schema not in self._structured:
-            # A JSON schema (not the class) so that the SDK does not parse the answer itself and
-            # raise before the raw text is seen; strict=True makes every field required. Sent as
-            # it is, in the body, from the chat model itself: `with_structured_output(...,
-            # include_raw=True)` wraps each call in two RunnableParallels that start thread pools
-            # and parses the answer again, and `response_format=` as a parameter takes the SDK's
-            # `parse` path, which walks the whole schema through its typed-parameter transform.
-            # Both cost CPU under the GIL on every call, and that CPU, not any pool or bound, is
-            # what held the requests in flight below the bound (BENCHMARKS.md). The request's
-            # body is the same either way.
-            function = convert_to_openai_function(_without_defaults(schema.model_json_schema()), strict=True)
-            function["schema"] = function.pop("parameters")
-            self._structured[schema] = self._chat.bind(
-                extra_body={"response_format": {"type": "json_schema", "json_schema": function}})
-        return self._structured[schema]
+    def _response_format(self, schema: type[BaseModel]) -> dict:
+        if schema not in self._formats:
+            # A JSON schema, not the class: the answer's raw text is validated here, so that a bad
+            # answer can be sent back with its error instead of failing inside a client.
+            self._formats[schema] = response_format(schema)
+        return self._formats[schema]
 
-    def _answer(self, request: AgentRequest, messages: list[BaseMessage], result: AgentResult) -> BaseModel:
+    async def _answer(self, request: AgentRequest, messages: list[dict], result: AgentResult) -> BaseModel:
         schema = request.answer_schema
-        message = self._call(self._runnable(schema), messages, result)
-        text = _text_of(message)
-        finish = message.response_metadata.get("finish_reason")
+        body = {"model": self.config.model, "stream": False, "messages": messages, **self._sampling,
+                "response_format": self._response_format(schema)}
+        text, finish = await self._call(body, result)
         if finish in ("length", "content_filter"):
             raise _BadAnswer(f"the answer was cut off (finish_reason {finish!r}); answer more briefly", text)
         if not text.strip():
             raise _BadAnswer("the answer was empty; reply with one JSON object", text)
-        # The raw text is validated, not langchain's `parsed`: its JSON parser completes
-        # truncated JSON, and a half answer must be sent back, not taken.
+        # The raw text is validated, never a completed guess at it: a half answer is sent back.
         try:
             answer = schema.model_validate_json(_unfenced(text))
         except ValidationError as e:
@@ -299,41 +322,45 @@ class OpenAIBackend(Backend):
         backoff = self.config.retry_backoff_s * 2 ** (state.attempt_number - 1) * (1 + 0.25 * random.random())
         return max(backoff, retry_after_s(state.outcome.exception() if state.outcome else None))
 
-    def _call(self, runnable, messages: list[BaseMessage], result: AgentResult) -> AIMessage:
+    async def _call(self, body: dict, result: AgentResult) -> tuple[str, str | None]:
         cfg = self.config
-        retrying = tenacity.Retrying(
+        data = json.dumps(body).encode()
+        retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(cfg.max_retries + 1), wait=self._wait, reraise=True,
-            retry=tenacity.retry_if_exception(lambda e: isinstance(e, (openai.APIError, _BadReply)) and _retryable(e)),
+            retry=tenacity.retry_if_exception(_retryable),
             before_sleep=lambda state: setattr(result, "retries", result.retries + 1))
         try:
-            for attempt in retrying:
+            async for attempt in retrying:
                 with attempt:
-                    with self._slots:  # released before the wait: a back-off must not hold up other requests
-                        return runnable.invoke(messages)
-        except (openai.APIError, _BadReply) as e:
+                    async with endpoint_slots(cfg.base_url, cfg.max_concurrency):  # released before the wait
+                        return await self._post(data)
+        except TransportError as e:
             if _refuses_us(e):
                 raise AgentEndpointError(
                     f"agents.{self.role}: {cfg.base_url} answered {e.status_code} for model {cfg.model!r}; "
                     "check base_url, model and api_key_env"
                 ) from None
             if not _retryable(e):
-                raise _TransportFailure(f"request rejected: {type(e).__name__}: {self._short(e)}") from None
-            raise _TransportFailure(
-                f"gave up after {result.retries + 1} tries: {type(e).__name__}: {self._short(e)}"
-            ) from None
+                raise _TransportFailure(f"request rejected: {self._redact(str(e))}") from None
+            raise _TransportFailure(f"gave up after {result.retries + 1} tries: {self._redact(str(e))}") from None
         raise AssertionError("unreachable")
 
-    def _short(self, error: Exception) -> str:
-        """One line: the error, and what caused it where the SDK's text says little ("Connection
-        error." over a reset, or a body cut short)."""
-        text = _one_line(str(error), 300)
-        cause = error.__cause__ if isinstance(error, openai.APIConnectionError) else None
-        while cause is not None:  # the first cause below the SDK's names the fault
-            if not isinstance(cause, openai.APIError):
-                text = f"{text} ({type(cause).__name__}: {_one_line(str(cause), 200)})"
-                break
-            cause = cause.__cause__
-        return self._redact(text)
+    async def _post(self, data: bytes) -> tuple[str, str | None]:
+        """One HTTP round trip: the reply's text and finish_reason, or a TransportError."""
+        timeout = self.config.timeout_s
+        try:
+            async with http_loop.session().post(self._url, data=data, headers=self._headers, proxy=self._proxy,
+                                                timeout=aiohttp.ClientTimeout(total=timeout)) as reply:
+                body = await reply.read()  # a body cut short by a closed connection raises here
+                status, reason, headers = reply.status, reply.reason or "", reply.headers
+                content_type = reply.headers.get("Content-Type", "")
+        except TimeoutError:
+            raise TransportError(f"no reply within timeout_s={timeout:g}") from None
+        except aiohttp.ClientError as e:
+            raise TransportError(f"{type(e).__name__}: {_one_line(str(e) or type(e).__name__, 300)}") from None
+        if status != 200:
+            raise StatusError(status, reason, _one_line(body.decode("utf-8", "replace"), 300), headers)
+        return _completion_message(status, content_type, body)
 
     def _own_key(self) -> tuple[str, ...]:
         return (self._key,) if self._key != NO_KEY else ()

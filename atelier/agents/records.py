@@ -95,6 +95,11 @@ def clean_answer(answer: BaseModel, keys: list[str]) -> BaseModel:
     """The answer with keys masked and long strings cut; the same object when nothing changed.
     ValueError (a message a model can act on) when the cleaned answer no longer meets its
     schema or is still over ANSWER_LIMIT."""
+    text = answer.model_dump_json()
+    if len(text) <= TEXT_LIMIT and not any(key in text or json.dumps(key)[1:-1] != key for key in keys):
+        # Nothing to do, and cheap to know: no string is longer than the whole JSON, and a key
+        # that needs no JSON escaping appears in the JSON wherever it appears in a string.
+        return answer
     dumped = answer.model_dump()
     cleaned = _clean(dumped, keys)
     if cleaned != dumped:
