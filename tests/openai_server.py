@@ -34,6 +34,7 @@ class Reply:
     content_type: str = "application/json"
     cut_at: int | None = None  # write only this many bytes of the body (Content-Length says all), then close
     drop: bool = False  # close the connection without any reply
+    unsized: bool = False  # send `body` with no Content-Length, then close (the client reads until the close)
 
 
 Script = Callable[[dict, int], Reply]
@@ -359,11 +360,15 @@ class OpenAIServer:
                 pass
 
             def _send(self, status: int, payload: dict | bytes, content_type: str = "application/json",
-                      cut_at: int | None = None) -> None:
+                      cut_at: int | None = None, unsized: bool = False) -> None:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
+                if unsized:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if cut_at is None:
                     self.wfile.write(data)
@@ -399,7 +404,7 @@ class OpenAIServer:
                     self.close_connection = True
                     return
                 if reply.body is not None:
-                    self._send(reply.status, reply.body, reply.content_type, reply.cut_at)
+                    self._send(reply.status, reply.body, reply.content_type, reply.cut_at, reply.unsized)
                     return
                 if reply.status != 200:
                     self._send(reply.status, {"error": {"message": "scripted failure", "type": "server_error", "code": reply.status}})

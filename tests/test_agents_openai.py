@@ -14,6 +14,7 @@ from PIL import Image
 
 from atelier.agents.backend import AgentResult, RunPaused
 from atelier.agents.judge import QuestionsJudgeRequest, YesNoAnswers
+from atelier.agents import openai_backend
 from atelier.agents.openai_backend import AgentEndpointError, OpenAIBackend
 from atelier.agents.planner import plan_with_agent
 from atelier.worlds.shapes.judge import judge_rows
@@ -25,9 +26,9 @@ from atelier.config import AgentConfig, ConfigError
 from atelier.strategies.ipr import ipr_rows
 from atelier.worlds.shapes.render import render
 from atelier.worlds.shapes.scene import parse
-from openai_server import (OpenAIServer, Reply, correct, cut_connection, dropped, empty, html_page, http429, http500,
-                           image_urls, invalid_json, not_json, schema_name, schema_violation, sequence, slow,
-                           truncated_json)
+from openai_server import (OpenAIServer, Reply, completion, correct, cut_connection, dropped, empty, html_page, http429,
+                           http500, image_urls, invalid_json, not_json, right_answer, schema_name, schema_violation,
+                           sequence, slow, truncated_json)
 
 PROMPT = "a red circle to the left of two blue squares"
 
@@ -214,6 +215,20 @@ def test_a_reply_that_is_not_json_is_named_in_the_error(image):
     with OpenAIServer(not_a_completion) as server:
         result = ask(server, questions_request(image), max_retries=0)
     assert "model is loading" in result.error
+
+
+@pytest.mark.parametrize("unsized", [False, True], ids=["content-length", "read until close"])
+def test_a_reply_over_the_size_bound_is_not_read(image, monkeypatch, unsized):
+    monkeypatch.setattr(openai_backend, "MAX_REPLY_BYTES", 100_000)
+
+    def right_but_unsized(body, n):
+        return Reply(body=completion(body, n, right_answer(body)), unsized=unsized)
+
+    with OpenAIServer(right_but_unsized) as server:  # under the bound, however it is sent: read
+        assert ask(server, questions_request(image)).ok
+    with OpenAIServer(lambda body, n: Reply(body=b"x" * 200_000, unsized=unsized)) as server:
+        result = ask(server, questions_request(image), max_retries=0)
+    assert not result.ok and "over 100,000 bytes" in result.error
 
 
 def test_a_planner_behind_a_broken_endpoint_falls_back_when_the_config_says_so(tmp_path):

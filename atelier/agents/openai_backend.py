@@ -122,6 +122,10 @@ def _refuses_us(error: BaseException) -> bool:
 
 
 MAX_RETRY_AFTER_S = 120.0  # a server asking for longer gets a failed result after this wait, not an hour's stall
+# A reply body larger than this is not read: a chat completion is kilobytes, and an answer of
+# megabytes is cut on record anyway (atelier.agents.records); a server streaming gigabytes must
+# not fill the memory of the process that trains.
+MAX_REPLY_BYTES = 32 * 1024 * 1024
 
 
 def retry_after_s(error: BaseException | None) -> float:
@@ -197,6 +201,23 @@ def _describe(error: ValidationError, limit: int = 6) -> str:
         parts.append(f"{where}: {e['msg']}" if where else e["msg"])
     more = f" (and {error.error_count() - limit} more)" if error.error_count() > limit else ""
     return "; ".join(parts) + more
+
+
+async def _bounded_body(reply: aiohttp.ClientResponse) -> bytes:
+    """The reply's body, or a TransportError once it passes MAX_REPLY_BYTES (by its declared
+    Content-Length, or as it arrives when it declares none)."""
+    limit = MAX_REPLY_BYTES
+    too_large = f"the endpoint's reply is over {limit:,} bytes; not read"
+    if reply.content_length is not None:
+        if reply.content_length > limit:
+            raise TransportError(f"{too_large} (Content-Length {reply.content_length:,})")
+        return await reply.read()
+    body = bytearray()
+    async for chunk in reply.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise TransportError(too_large)
+    return bytes(body)
 
 
 class OpenAIBackend(Backend):
@@ -351,7 +372,7 @@ class OpenAIBackend(Backend):
         try:
             async with http_loop.session().post(self._url, data=data, headers=self._headers, proxy=self._proxy,
                                                 timeout=aiohttp.ClientTimeout(total=timeout)) as reply:
-                body = await reply.read()  # a body cut short by a closed connection raises here
+                body = await _bounded_body(reply)  # a body cut short by a closed connection raises here
                 status, reason, headers = reply.status, reply.reason or "", reply.headers
                 content_type = reply.headers.get("Content-Type", "")
         except TimeoutError:
