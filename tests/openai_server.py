@@ -35,6 +35,7 @@ class Reply:
     cut_at: int | None = None  # write only this many bytes of the body (Content-Length says all), then close
     drop: bool = False  # close the connection without any reply
     unsized: bool = False  # send `body` with no Content-Length, then close (the client reads until the close)
+    encoding: str | None = None  # a Content-Encoding header for `body` (say "gzip": the body is compressed)
 
 
 Script = Callable[[dict, int], Reply]
@@ -360,10 +361,12 @@ class OpenAIServer:
                 pass
 
             def _send(self, status: int, payload: dict | bytes, content_type: str = "application/json",
-                      cut_at: int | None = None, unsized: bool = False) -> None:
+                      cut_at: int | None = None, unsized: bool = False, encoding: str | None = None) -> None:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                if encoding:
+                    self.send_header("Content-Encoding", encoding)
                 if unsized:
                     self.send_header("Connection", "close")
                     self.close_connection = True
@@ -404,7 +407,7 @@ class OpenAIServer:
                     self.close_connection = True
                     return
                 if reply.body is not None:
-                    self._send(reply.status, reply.body, reply.content_type, reply.cut_at, reply.unsized)
+                    self._send(reply.status, reply.body, reply.content_type, reply.cut_at, reply.unsized, reply.encoding)
                     return
                 if reply.status != 200:
                     self._send(reply.status, {"error": {"message": "scripted failure", "type": "server_error", "code": reply.status}})

@@ -3,10 +3,12 @@ what the requests carry, the concurrency bound, re-asks, retries, recorded failu
 different servers, and an API key that never leaves the process except in its header."""
 
 import base64
+import gzip
 import io
 import json
 import logging
 import threading
+import time
 import uuid
 
 import pytest
@@ -229,6 +231,43 @@ def test_a_reply_over_the_size_bound_is_not_read(image, monkeypatch, unsized):
     with OpenAIServer(lambda body, n: Reply(body=b"x" * 200_000, unsized=unsized)) as server:
         result = ask(server, questions_request(image), max_retries=0)
     assert not result.ok and "over 100,000 bytes" in result.error
+
+
+def test_a_small_compressed_reply_that_inflates_past_the_bound_is_not_read(image, monkeypatch):
+    monkeypatch.setattr(openai_backend, "MAX_REPLY_BYTES", 100_000)
+    bomb = gzip.compress(b"x" * 1_000_000)
+    assert len(bomb) < 100_000
+    with OpenAIServer(lambda body, n: Reply(body=bomb, encoding="gzip")) as server:
+        result = ask(server, questions_request(image), max_retries=0)
+    assert not result.ok and "over 100,000 bytes" in result.error
+
+
+def test_an_endpoint_that_refuses_us_stops_the_rest_of_the_batch(image):
+    def first_refused(body, n):
+        return Reply(status=404) if n == 0 else slow(0.4)(body, n)
+
+    with OpenAIServer(first_refused) as server:
+        backend = OpenAIBackend(agent(server, max_concurrency=2), "judge")
+        with pytest.raises(AgentEndpointError, match="404"):
+            backend.ask_many([questions_request(image)] * 8)
+        time.sleep(1.0)  # two more rounds of requests, had the batch gone on
+    assert len(server.requests) <= 2
+
+
+@pytest.mark.parametrize("model, sent", [("gpt-5-mini", False), ("openai/gpt-5", False), ("gpt-5-chat-latest", True),
+                                         ("Qwen/Qwen2.5-VL-7B-Instruct", True)])
+def test_temperature_is_left_out_only_for_models_that_refuse_it(image, model, sent):
+    with OpenAIServer() as server:
+        assert ask(server, questions_request(image), model=model).ok
+    assert ("temperature" in server.requests[0]) is sent
+
+
+def test_openai_organization_and_project_come_from_the_environment(image, monkeypatch):
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-atelier")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-atelier")
+    with OpenAIServer() as server:
+        assert ask(server, questions_request(image)).ok
+    assert server.headers[0]["openai-organization"] == "org-atelier" and server.headers[0]["openai-project"] == "proj-atelier"
 
 
 def test_a_planner_behind_a_broken_endpoint_falls_back_when_the_config_says_so(tmp_path):

@@ -3,6 +3,7 @@ thread, it refuses to wait on itself, and Ctrl-C while waiting abandons the requ
 instead of letting them run on behind the caller's back."""
 
 import asyncio
+import multiprocessing
 import signal
 import threading
 import time
@@ -87,3 +88,40 @@ def test_proxies_come_from_the_environment_and_no_proxy_is_honoured(monkeypatch)
     assert http_loop.proxy_for("http://vlm.internal:8000/v1/chat/completions") is None
     backend = OpenAIBackend(AgentConfig(backend="openai", base_url="http://api.example/v1", model="m"), "judge")
     assert backend._proxy == "http://proxy.example:3128"
+
+
+def test_a_forked_child_asks_on_a_loop_of_its_own_and_the_parent_keeps_its_connections(tmp_path):
+    image = tmp_path / "scene.png"
+    render(parse(PROMPT), seed=1).save(image)
+    questions, probes = shapes_questions(parse(PROMPT))
+    request = QuestionsJudgeRequest(image=image, prompt=PROMPT, questions=questions, probes=probes)
+    with OpenAIServer() as server:
+        backend = OpenAIBackend(AgentConfig(backend="openai", base_url=server.url, model="m", timeout_s=5, max_retries=0),
+                                "judge")
+        assert backend.ask(request).ok  # the parent's loop and a kept-alive connection
+        child = multiprocessing.get_context("fork").Process(target=_ask_and_exit, args=(backend, request))
+        child.start()
+        child.join(timeout=30)
+        assert child.exitcode == 0
+        again = backend.ask(request)  # on the parent's connection, which the child must not have closed
+    assert again.ok and again.retries == 0 and again.latency_s < 2 and len(server.requests) == 3
+
+
+def _ask_and_exit(backend, request):
+    import gc
+
+    result = backend.ask(request)
+    gc.collect()  # the parent's loop and session, inherited: collected, they would close its sockets
+    raise SystemExit(0 if result.ok else 1)
+
+
+def test_a_call_after_the_loop_was_stopped_starts_a_new_one():
+    async def one():
+        return 1
+
+    assert http_loop.run(one()) == 1
+    thread = http_loop._thread
+    http_loop._close()  # what the interpreter does at exit
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert http_loop.run(one()) == 1

@@ -9,10 +9,19 @@ them all.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 _lock = threading.Lock()
 _slots: dict[tuple[asyncio.AbstractEventLoop, str, int], asyncio.BoundedSemaphore] = {}
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def endpoint_slots(base_url: str, limit: int) -> asyncio.BoundedSemaphore:

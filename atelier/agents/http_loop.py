@@ -10,7 +10,8 @@ synchronous: they hand a coroutine to `run` and wait for its result.
     session() -> aiohttp.ClientSession   inside the loop only
 
 Ctrl-C while waiting cancels the coroutine (its requests are abandoned, nothing is recorded) and
-re-raises. A forked child gets a loop of its own on first use.
+re-raises. A forked child gets a loop of its own on first use, and so does a `run` after the
+loop was stopped at exit.
 """
 
 from __future__ import annotations
@@ -31,15 +32,28 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
-_pid: int | None = None
 _session: aiohttp.ClientSession | None = None
+# A forked child's copies of its parent's loop and session, kept from the garbage collector:
+# closing them would close sockets (and unregister them from an epoll) the parent still uses.
+_orphans: list = []
+
+
+def _after_fork_in_child() -> None:
+    global _lock, _loop, _thread, _session
+    _lock = threading.Lock()  # another thread may have held it at the fork
+    if _loop is not None:
+        _orphans.append((_loop, _session))
+    _loop = _thread = _session = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
-    global _loop, _thread, _pid, _session
+    global _loop, _thread, _session
     with _lock:
-        if _loop is None or _pid != os.getpid():  # first use, or a forked child holding its parent's dead loop
-            _loop, _pid, _session = asyncio.new_event_loop(), os.getpid(), None
+        if _loop is None or _thread is None or not _thread.is_alive():  # first use, or stopped at exit
+            _loop, _session = asyncio.new_event_loop(), None
             _thread = threading.Thread(target=_loop.run_forever, name="atelier-agents-http", daemon=True)
             _thread.start()
         return _loop
@@ -75,18 +89,21 @@ def session() -> aiohttp.ClientSession:
 
 
 def proxy_for(url: str) -> str | None:
-    """The proxy the environment names for `url`: HTTP_PROXY / HTTPS_PROXY by its scheme, unless
-    NO_PROXY covers its host (as OpenAI's own clients honour them). Read once per backend."""
+    """The proxy the environment names for `url`: HTTP_PROXY / HTTPS_PROXY by its scheme (else an
+    http:// ALL_PROXY), unless NO_PROXY covers its host, as OpenAI's own clients honour them. Read
+    once per backend."""
     parts = urllib.parse.urlsplit(url)
     if urllib.request.proxy_bypass(parts.hostname or ""):
         return None
-    return urllib.request.getproxies().get(parts.scheme)
+    proxies = urllib.request.getproxies()
+    every = proxies.get("all", "")
+    return proxies.get(parts.scheme) or (every if every.startswith("http") else None)  # aiohttp speaks no SOCKS
 
 
 def _close() -> None:
     """At exit: close the session's connections (no 'Unclosed client session' warnings) and stop."""
     loop, held = _loop, _session
-    if loop is None or _pid != os.getpid() or not loop.is_running():
+    if loop is None or not loop.is_running():
         return
     if held is not None and not held.closed:
         try:

@@ -203,15 +203,21 @@ def _describe(error: ValidationError, limit: int = 6) -> str:
     return "; ".join(parts) + more
 
 
+def _fixed_temperature(model: str) -> bool:
+    """OpenAI's gpt-5 reasoning models refuse any temperature but their default: it is not sent
+    (the rule langchain-openai applies; gpt-5-chat models take one)."""
+    name = model.lower().rsplit("/", 1)[-1]
+    return name.startswith("gpt-5") and "chat" not in name
+
+
 async def _bounded_body(reply: aiohttp.ClientResponse) -> bytes:
-    """The reply's body, or a TransportError once it passes MAX_REPLY_BYTES (by its declared
-    Content-Length, or as it arrives when it declares none)."""
+    """The reply's body, or a TransportError once it passes MAX_REPLY_BYTES: by its declared
+    Content-Length, and as it arrives, counted after decompression (a small gzip body may inflate
+    to gigabytes)."""
     limit = MAX_REPLY_BYTES
     too_large = f"the endpoint's reply is over {limit:,} bytes; not read"
-    if reply.content_length is not None:
-        if reply.content_length > limit:
-            raise TransportError(f"{too_large} (Content-Length {reply.content_length:,})")
-        return await reply.read()
+    if reply.content_length is not None and reply.content_length > limit:
+        raise TransportError(f"{too_large} (Content-Length {reply.content_length:,})")
     body = bytearray()
     async for chunk in reply.content.iter_chunked(1 << 16):
         body += chunk
@@ -239,7 +245,12 @@ class OpenAIBackend(Backend):
         self._proxy = http_loop.proxy_for(self._url)
         self._headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json",
                          "Accept": "application/json"}
+        for header, variable in (("OpenAI-Organization", "OPENAI_ORG_ID"), ("OpenAI-Project", "OPENAI_PROJECT_ID")):
+            if os.environ.get(variable):  # as OpenAI's own clients send them
+                self._headers[header] = os.environ[variable]
         self._sampling = {"max_completion_tokens": config.max_tokens, "temperature": config.temperature}
+        if _fixed_temperature(config.model):
+            del self._sampling["temperature"]
         if config.top_p is not None:
             self._sampling["top_p"] = config.top_p
         self._formats: dict[type[BaseModel], dict] = {}
@@ -262,7 +273,14 @@ class OpenAIBackend(Backend):
             async with active:
                 return await self._ask(request)
 
-        return list(await asyncio.gather(*(one(r) for r in requests)))
+        tasks = [asyncio.ensure_future(one(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:  # an endpoint that refuses us, or Ctrl-C: the rest of the batch must not go on
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     # --- one request --------------------------------------------------------------------------
 
@@ -375,9 +393,13 @@ class OpenAIBackend(Backend):
                 body = await _bounded_body(reply)  # a body cut short by a closed connection raises here
                 status, reason, headers = reply.status, reply.reason or "", reply.headers
                 content_type = reply.headers.get("Content-Type", "")
+        except TransportError:
+            raise
         except TimeoutError:
             raise TransportError(f"no reply within timeout_s={timeout:g}") from None
-        except aiohttp.ClientError as e:
+        except (aiohttp.ClientError, OSError, RuntimeError, ValueError) as e:
+            # ClientError covers most; a reset socket (OSError), aiohttp's "Connection closed."
+            # (RuntimeError) and an unparsable header value (ValueError) are transport failures too.
             raise TransportError(f"{type(e).__name__}: {_one_line(str(e) or type(e).__name__, 300)}") from None
         if status != 200:
             raise StatusError(status, reason, _one_line(body.decode("utf-8", "replace"), 300), headers)
