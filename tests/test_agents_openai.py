@@ -7,6 +7,8 @@ import gzip
 import io
 import json
 import logging
+import re
+import socketserver
 import threading
 import time
 import uuid
@@ -268,6 +270,66 @@ def test_openai_organization_and_project_come_from_the_environment(image, monkey
     with OpenAIServer() as server:
         assert ask(server, questions_request(image)).ok
     assert server.headers[0]["openai-organization"] == "org-atelier" and server.headers[0]["openai-project"] == "proj-atelier"
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that reads one HTTP request per connection and answers with
+    `reply` as raw bytes (whatever they are), then waits `stall` seconds and closes."""
+
+    def __init__(self, reply: bytes, stall: float = 0.0):
+        self.reply, self.stall, self.requests = reply, stall, 0
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = self.request.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, body = data.split(b"\r\n\r\n", 1)
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+                while len(body) < length:
+                    body += self.request.recv(65536)
+                outer.requests += 1
+                self.request.sendall(outer.reply)
+                time.sleep(outer.stall)
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self):
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+RAW_REPLIES = {
+    "not http at all": (b"SSH-2.0-OpenSSH_9.6\r\n", 0.0),
+    "content-length that is no number": (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: abc\r\n\r\n{}", 0.0),
+    "headers, then silence": (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", 3.0),
+}
+
+
+@pytest.mark.parametrize("reply, stall", RAW_REPLIES.values(), ids=RAW_REPLIES.keys())
+def test_replies_below_the_protocol_are_retried_then_a_failed_result(image, reply, stall):
+    with RawServer(reply, stall) as server:
+        cfg = AgentConfig(backend="openai", base_url=server.url, model="m", max_retries=1, retry_backoff_s=0.01, timeout_s=0.5)
+        result = OpenAIBackend(cfg, "judge").ask(questions_request(image))
+    assert not result.ok and result.retries == 1 and server.requests == 2
+    assert result.error.startswith("gave up after 2 tries: ") and "\n" not in result.error
+
+
+def test_a_redirect_is_not_followed_and_names_where_it_points(image):
+    reply = b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://elsewhere.invalid/v1/chat/completions\r\nContent-Length: 0\r\n\r\n"
+    with RawServer(reply) as server, pytest.raises(AgentEndpointError, match="307.*elsewhere.invalid.*not followed"):
+        OpenAIBackend(AgentConfig(backend="openai", base_url=server.url, model="m"), "judge").ask(questions_request(image))
+    assert server.requests == 1
 
 
 def test_a_planner_behind_a_broken_endpoint_falls_back_when_the_config_says_so(tmp_path):

@@ -13,7 +13,8 @@ bound, is what held requests in flight below the bound (BENCHMARKS.md). Around e
     reset, timeouts, a body cut short, 408/409/429 and 5xx, and a 200 whose body is not a chat
     completion (an HTML page, text, JSON cut short, JSON without choices). `max_retries` means
     what it says: nothing below retries on its own;
-  - 401, 403 and 404 stop the run as a config error (wrong URL, model name or key);
+  - 401, 403, 404 and redirects stop the run as a config error (wrong URL, model name or key;
+    the key never follows a redirect);
   - an answer that is empty, not JSON, off the schema or against the request's rules is sent
     back with the validation error, up to `max_reasks` times, then returned as a failed result
     holding the raw text. The API key comes from the environment variable the config names;
@@ -118,7 +119,7 @@ def _retryable(error: BaseException) -> bool:
 
 
 def _refuses_us(error: BaseException) -> bool:
-    return isinstance(error, StatusError) and error.status_code in (401, 403, 404)
+    return isinstance(error, StatusError) and (error.status_code in (401, 403, 404) or 300 <= error.status_code < 400)
 
 
 MAX_RETRY_AFTER_S = 120.0  # a server asking for longer gets a failed result after this wait, not an hour's stall
@@ -375,20 +376,25 @@ class OpenAIBackend(Backend):
                         return await self._post(data)
         except TransportError as e:
             if _refuses_us(e):
+                moved = e.headers.get("Location") if 300 <= e.status_code < 400 else None
                 raise AgentEndpointError(
-                    f"agents.{self.role}: {cfg.base_url} answered {e.status_code} for model {cfg.model!r}; "
-                    "check base_url, model and api_key_env"
+                    f"agents.{self.role}: {cfg.base_url} answered {e.status_code} for model {cfg.model!r}"
+                    + (f" (a redirect to {_one_line(moved, 200)}, not followed)" if moved else "")
+                    + "; check base_url, model and api_key_env"
                 ) from None
             if not _retryable(e):
                 raise _TransportFailure(f"request rejected: {self._redact(str(e))}") from None
-            raise _TransportFailure(f"gave up after {result.retries + 1} tries: {self._redact(str(e))}") from None
+            tries = result.retries + 1
+            raise _TransportFailure(f"gave up after {tries} {'try' if tries == 1 else 'tries'}: {self._redact(str(e))}") from None
         raise AssertionError("unreachable")
 
     async def _post(self, data: bytes) -> tuple[str, str | None]:
         """One HTTP round trip: the reply's text and finish_reason, or a TransportError."""
         timeout = self.config.timeout_s
         try:
+            # No redirects: the key must not follow one, and a base_url that redirects is a config error.
             async with http_loop.session().post(self._url, data=data, headers=self._headers, proxy=self._proxy,
+                                                allow_redirects=False,
                                                 timeout=aiohttp.ClientTimeout(total=timeout)) as reply:
                 body = await _bounded_body(reply)  # a body cut short by a closed connection raises here
                 status, reason, headers = reply.status, reply.reason or "", reply.headers
@@ -397,6 +403,8 @@ class OpenAIBackend(Backend):
             raise
         except TimeoutError:
             raise TransportError(f"no reply within timeout_s={timeout:g}") from None
+        except aiohttp.ClientResponseError as e:  # statuses are read below, so this is a reply aiohttp could not parse
+            raise TransportError(f"the endpoint's reply is not valid HTTP: {_one_line(str(e.message), 300)}") from None
         except (aiohttp.ClientError, OSError, RuntimeError, ValueError) as e:
             # ClientError covers most; a reset socket (OSError), aiohttp's "Connection closed."
             # (RuntimeError) and an unparsable header value (ValueError) are transport failures too.
