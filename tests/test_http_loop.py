@@ -5,6 +5,7 @@ instead of letting them run on behind the caller's back."""
 import asyncio
 import multiprocessing
 import signal
+import ssl
 import threading
 import time
 
@@ -125,3 +126,12 @@ def test_a_call_after_the_loop_was_stopped_starts_a_new_one():
     thread.join(timeout=5)
     assert not thread.is_alive()
     assert http_loop.run(one()) == 1
+
+
+def test_https_endpoints_verify_against_certifi_where_the_system_store_is_empty(monkeypatch, tmp_path):
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))  # OpenSSL's default paths, pointed at nothing
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "none"))
+    assert ssl.create_default_context().cert_store_stats()["x509_ca"] == 0
+    context = http_loop.ssl_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] > 50

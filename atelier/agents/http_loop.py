@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import ssl
 import threading
 import urllib.parse
 import urllib.request
@@ -26,6 +27,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import aiohttp
+import certifi
 
 T = TypeVar("T")
 
@@ -84,8 +86,17 @@ def session() -> aiohttp.ClientSession:
     every request, a third of the client's CPU per call)."""
     global _session
     if _session is None or _session.closed:
-        _session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        _session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=ssl_context()))
     return _session
+
+
+def ssl_context() -> ssl.SSLContext:
+    """TLS verification against the system's CAs (SSL_CERT_FILE / SSL_CERT_DIR honoured) and
+    certifi's bundle, which OpenAI's own clients use: an API endpoint verifies on a machine whose
+    system store is empty as well as behind a proxy whose CA only the system store holds."""
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=certifi.where())
+    return context
 
 
 def proxy_for(url: str) -> str | None:
