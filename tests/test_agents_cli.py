@@ -53,6 +53,17 @@ def test_agents_check_reports_an_invalid_role_and_exits_1(tmp_path):
     assert "INVALID after 2 answer(s)" in lines["critic"] and lines["judge"].rstrip().endswith("valid")
 
 
+def test_agents_check_says_when_an_endpoint_gave_no_answer_at_all(tmp_path):
+    with OpenAIServer() as server:
+        url = server.url  # closed on leaving: nothing listens there any more
+    agents = {role: {"backend": "builtin"} for role in ROLES}
+    agents["judge"] = {"backend": "openai", "base_url": url, "model": "m", "max_retries": 1, "retry_backoff_s": 0.01}
+    done = atelier("agents", "check", str(write_config(tmp_path, agents=agents)))
+    assert done.returncode == 1
+    judge = next(line for line in done.stdout.splitlines() if line.startswith("judge"))
+    assert "NO ANSWER: gave up after 2 tries" in judge and "INVALID" not in judge
+
+
 def test_serve_vlm_without_vllm_says_so_in_one_line():
     done = atelier("serve", "vlm", "Qwen/Qwen2.5-VL-3B-Instruct", env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 2

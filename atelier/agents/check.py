@@ -59,6 +59,8 @@ def check_agents(config: Config, sample: SampleMaker) -> list[CheckLine]:
                 continue
             if result.ok:
                 detail = "valid" + (f" after {result.attempts} answers" if result.attempts > 1 else "")
+            elif not result.errors and not result.raw:  # nothing came back to validate
+                detail = f"NO ANSWER: {result.error}"
             else:
                 detail = f"INVALID after {result.attempts} answer(s): {result.error}"
             lines.append(CheckLine(role, agent.backend, endpoint, result.ok, result.latency_s, detail))
