@@ -3,25 +3,14 @@
 The bound lives here, not in a backend, because two roles (say judge and critic) may share one
 vLLM server: each role's own bound alone would let twice the bound through. Every request runs on
 the agents' one event loop (atelier.agents.http_loop), so an asyncio semaphore per endpoint sees
-them all.
+them all, and only that loop's thread touches this table: it needs no lock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 
-_lock = threading.Lock()
 _slots: dict[tuple[asyncio.AbstractEventLoop, str, int], asyncio.BoundedSemaphore] = {}
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.Lock()  # another thread may have held it at the fork
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def endpoint_slots(base_url: str, limit: int) -> asyncio.BoundedSemaphore:
@@ -29,7 +18,6 @@ def endpoint_slots(base_url: str, limit: int) -> asyncio.BoundedSemaphore:
     one URL agree on `limit`; it is part of the key only so that a process trying several limits
     (tests, benchmarks) gets each."""
     key = (asyncio.get_running_loop(), base_url.rstrip("/"), limit)
-    with _lock:
-        if key not in _slots:
-            _slots[key] = asyncio.BoundedSemaphore(limit)
-        return _slots[key]
+    if key not in _slots:
+        _slots[key] = asyncio.BoundedSemaphore(limit)
+    return _slots[key]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
 import os
@@ -88,14 +89,14 @@ def _one_line(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _completion_message(status: int, content_type: str, body: bytes) -> tuple[str, str | None]:
+def _completion_message(content_type: str, body: bytes) -> tuple[str, str | None]:
     """(the assistant's text, finish_reason) of a 200 reply; _BadReply when the body is no chat
     completion (an HTML page, text labelled JSON, JSON cut short, JSON without choices)."""
     kind = content_type.split(";")[0] or "no content type"
     try:
         data = json.loads(body)
     except ValueError:
-        raise _BadReply(f"the endpoint answered {status} with a body that is not JSON ({kind}, {len(body)} bytes): "
+        raise _BadReply(f"the endpoint answered 200 with a body that is not JSON ({kind}, {len(body)} bytes): "
                         f"{_one_line(body.decode('utf-8', 'replace'))!r}") from None
     choices = data.get("choices") if isinstance(data, dict) else None
     if not (isinstance(choices, list) and choices and isinstance(choices[0], dict) and isinstance(choices[0].get("message"), dict)):
@@ -104,7 +105,7 @@ def _completion_message(status: int, content_type: str, body: bytes) -> tuple[st
             error = error.get("message", error)
         said = f"an error: {_one_line(str(error))!r}" if error else \
             f"JSON that is not a chat completion: {_one_line(body.decode('utf-8', 'replace'))!r}"
-        raise _BadReply(f"the endpoint answered {status} with {said}")
+        raise _BadReply(f"the endpoint answered 200 with {said}")
     choice = choices[0]
     content = choice["message"].get("content")
     if isinstance(content, list):  # content parts, as some servers send
@@ -150,37 +151,33 @@ def retry_after_s(error: BaseException | None) -> float:
     return min(max(wait, 0.0), MAX_RETRY_AFTER_S)
 
 
-def _without_defaults(schema, names: bool = False):
-    """The JSON schema minus `default` keywords: in strict mode every field is required anyway,
-    and some servers reject the keyword. (`names`: the keys are field names, kept as they are.)"""
-    if isinstance(schema, dict):
-        return {k: _without_defaults(v, names=k in ("properties", "$defs") and not names)
-                for k, v in schema.items() if names or k != "default"}
-    if isinstance(schema, list):
-        return [_without_defaults(v) for v in schema]
-    return schema
-
-
-def _strict(schema: dict) -> dict:
+def _strict(schema, names: bool = False):
     """OpenAI's strict structured-output form of a JSON schema (as the SDK's `to_strict_json_schema`
-    does): every object closed (`additionalProperties: false`) with every property required."""
-    if isinstance(schema, dict):
-        schema = {k: _strict(v) for k, v in schema.items()}
-        if schema.get("type") == "object" and "properties" in schema:
-            schema["additionalProperties"] = False
-            schema["required"] = list(schema["properties"])
-        return schema
+    does): every object closed (`additionalProperties: false`) with every property required, and
+    no `default` keywords, which strict mode makes moot and some servers reject. (`names`: the
+    keys are field names, kept as they are.)"""
     if isinstance(schema, list):
         return [_strict(v) for v in schema]
-    return schema
+    if not isinstance(schema, dict):
+        return schema
+    if names:
+        return {k: _strict(v) for k, v in schema.items()}
+    strict = {k: _strict(v, names=k in ("properties", "$defs")) for k, v in schema.items() if k != "default"}
+    if strict.get("type") == "object" and "properties" in strict:
+        strict["additionalProperties"] = False
+        strict["required"] = list(strict["properties"])
+    return strict
 
 
+@functools.cache
 def response_format(schema: type[BaseModel]) -> dict:
-    """The `response_format` of a request whose answer is `schema`: a strict, named JSON schema."""
-    json_schema = _without_defaults(schema.model_json_schema())
+    """The `response_format` of a request whose answer is `schema`: a strict, named JSON schema
+    (not the class: the answer's raw text is validated here, so that a bad answer can be sent back
+    with its error instead of failing inside a client). Cached; never modify the result."""
+    json_schema = _strict(schema.model_json_schema())
     description = json_schema.pop("description", None)
     json_schema.pop("title", None)
-    named = {"name": schema.__name__, "schema": _strict(json_schema), "strict": True}
+    named = {"name": schema.__name__, "schema": json_schema, "strict": True}
     if description:
         named["description"] = description
     return {"type": "json_schema", "json_schema": named}
@@ -254,7 +251,6 @@ class OpenAIBackend(Backend):
             del self._sampling["temperature"]
         if config.top_p is not None:
             self._sampling["top_p"] = config.top_p
-        self._formats: dict[type[BaseModel], dict] = {}
 
     # --- requests, from synchronous code ------------------------------------------------------
 
@@ -322,17 +318,10 @@ class OpenAIBackend(Backend):
             content.append({"type": "image_url", "image_url": {"url": url}})
         return [{"role": "system", "content": system}, {"role": "user", "content": content}]
 
-    def _response_format(self, schema: type[BaseModel]) -> dict:
-        if schema not in self._formats:
-            # A JSON schema, not the class: the answer's raw text is validated here, so that a bad
-            # answer can be sent back with its error instead of failing inside a client.
-            self._formats[schema] = response_format(schema)
-        return self._formats[schema]
-
     async def _answer(self, request: AgentRequest, messages: list[dict], result: AgentResult) -> BaseModel:
         schema = request.answer_schema
         body = {"model": self.config.model, "stream": False, "messages": messages, **self._sampling,
-                "response_format": self._response_format(schema)}
+                "response_format": response_format(schema)}
         text, finish = await self._call(body, result)
         if finish in ("length", "content_filter"):
             raise _BadAnswer(f"the answer was cut off (finish_reason {finish!r}); answer more briefly", text)
@@ -411,7 +400,7 @@ class OpenAIBackend(Backend):
             raise TransportError(f"{type(e).__name__}: {_one_line(str(e) or type(e).__name__, 300)}") from None
         if status != 200:
             raise StatusError(status, reason, _one_line(body.decode("utf-8", "replace"), 300), headers)
-        return _completion_message(status, content_type, body)
+        return _completion_message(content_type, body)
 
     def _own_key(self) -> tuple[str, ...]:
         return (self._key,) if self._key != NO_KEY else ()
