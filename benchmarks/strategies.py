@@ -23,8 +23,10 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from tables import METRICS, paired_cell
+
+from atelier.report.failures import node_times
 from atelier.runs import evaluation_dir, guided_base_dir, read_jsonl, round_dir
-from atelier.worlds.judgment import paired_difference
 
 VARIANTS = {
     "ipr": ["strategy=ipr"],
@@ -33,7 +35,6 @@ VARIANTS = {
     "rpo-layout-sft": ["strategy=rpo", "rpo.editor=layout", "rpo.objective=sft"],
     "rpo-sdedit-dpo": ["strategy=rpo", "rpo.editor=sdedit", "rpo.objective=dpo"],
 }
-METRICS = (("relation_accuracy_cond", "relation"), ("object_accuracy", "objects"), ("count_accuracy", "counts"))
 
 
 def run_variant(name: str, config: str, run_dir: Path) -> Path:
@@ -45,11 +46,10 @@ def run_variant(name: str, config: str, run_dir: Path) -> Path:
 
 def _paired(run: Path, r: int, other: Path, metric: str) -> str:
     try:
-        gain, se = paired_difference(read_jsonl(evaluation_dir(run, r) / "judgments.jsonl"),
-                                     read_jsonl(other / "judgments.jsonl"), metric)
+        return paired_cell(read_jsonl(evaluation_dir(run, r) / "judgments.jsonl"), read_jsonl(other / "judgments.jsonl"),
+                           metric)
     except (OSError, ValueError):
         return "n/a"
-    return f"{100 * gain:+.1f} [{100 * (gain - 1.96 * se):+.1f}, {100 * (gain + 1.96 * se):+.1f}]"
 
 
 def _rows(run: Path, r: int) -> int:
@@ -58,11 +58,7 @@ def _rows(run: Path, r: int) -> int:
 
 
 def _node_seconds(run: Path) -> dict[str, float]:
-    totals: dict[str, float] = defaultdict(float)
-    timings = run / "timings.jsonl"
-    for t in read_jsonl(timings) if timings.exists() else []:
-        totals[t["node"]] += t["seconds"]
-    return totals
+    return {t.node: t.seconds for t in node_times(run)[0]}
 
 
 def table(runs: dict[str, Path]) -> str:

@@ -141,6 +141,7 @@ def test_grpo_round_through_the_cli(uninterrupted):
         assert len(stories) == 12 and all(Path(s["image"]).is_file() for s in stories)
         assert all({"prompt", "reward", "advantage", "judgment"} <= set(s) for s in stories)
         assert (rd / "adapter" / "pytorch_lora_weights.safetensors").is_file()
+        assert json.loads((rd / "adapter" / "atelier_adapter.json").read_text())["base_model"] == "shapes"  # no site-packages path
         # Held-out evaluation of the adapter with the world's own sampler, and a decision.
         assert json.loads((run_dir / r / "eval" / "metrics.json").read_text())["n_images"] == 8
         assert (rd / "decision.json").is_file()

@@ -34,7 +34,8 @@ from atelier.tools.lora import attach_trainable_lora, restored_after_training, w
 from atelier.tools.lora_training import LoraTrainingConfig
 from atelier.tools.policy_gradient import clipped_policy_loss, gaussian_step_kl, group_advantages
 from atelier.tools.policy_sampler import PolicySampler
-from atelier.tools.train_loop import adapter_summary, finished_adapter, init_adapter_metadata, weights_finite
+from atelier.tools.train_loop import (adapter_summary, base_model_name, finished_adapter, init_adapter_metadata,
+                                      weights_finite)
 
 ADAPTER_NAME = "default"
 OPTIMIZER_STATE = "optimizer.pt"
@@ -133,7 +134,7 @@ def train_grpo(
                 "final_loss": float(np.mean([s["loss"] for s in stats[-3:]])),
                 "wall_time_s": round(sum(s["seconds"] for s in stats), 3),
                 "n_samples": sum(s["n_samples"] for s in stats),
-                "base_model": str(pipe.config.get("_name_or_path")),
+                "base_model": base_model_name(pipe),
                 "init_adapter": None if init_adapter is None else str(Path(init_adapter).resolve()),
                 "init_adapter_hash": None if init_meta is None else init_meta["sha256"],
                 "trainer": "atelier.strategies.grpo_trainer", "torch": torch.__version__}
