@@ -67,3 +67,12 @@ def test_round_seconds_adds_up_a_rounds_nodes(tmp_path):
     (tmp_path / "timings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"node": "cut')
     assert round_seconds(tmp_path, 1) == pytest.approx(5.5)
     assert round_seconds(tmp_path, 3) is None and round_seconds(tmp_path / "nowhere", 1) is None
+
+
+def test_a_batch_knows_its_rounds_prompt_count_without_reading_the_file(tmp_path):
+    from atelier.graphs.nodes import _round_prompts
+
+    task = {"round": 1, "batch": 0, "prompts_file": str(tmp_path / "absent.json"), "start": 0, "end": 4, "adapter": None}
+    assert _round_prompts({**task, "n_prompts": 12}) == 12  # the file is never opened
+    (tmp_path / "prompts.json").write_text(json.dumps([{"text": f"p{i}"} for i in range(7)]))
+    assert _round_prompts({**task, "prompts_file": str(tmp_path / "prompts.json")}) == 7  # a task checkpointed before

@@ -177,9 +177,15 @@ def fan_out_generate(state: LoopState, runtime: Runtime[LoopContext]) -> list[Se
     size = runtime.context.config.budget.batch_prompts
     return [
         Send("generate", BatchTask(round=state["round"], batch=b, prompts_file=state["prompts_file"],
-                                   start=start, end=min(start + size, n), adapter=state.get("best_adapter")))
+                                   start=start, end=min(start + size, n), adapter=state.get("best_adapter"), n_prompts=n))
         for b, start in enumerate(range(0, n, size))
     ]
+
+
+def _round_prompts(task: BatchTask) -> int:
+    """How many prompts the task's round has (the progress bars' total), without reading the file
+    again unless the task was checkpointed before it carried the count."""
+    return task.get("n_prompts") or len(read_json(Path(task["prompts_file"])))
 
 
 def _batch_dir(ctx: LoopContext, task: BatchTask, node: str) -> Path:
@@ -225,8 +231,7 @@ def generate_batch(task: BatchTask, ctx: LoopContext) -> Command:
                      "guidance_scale": guidance, **more}
                     for row, more in zip(_rows(prompts, items, seeds, [out / n for n in names]), extra)]
             write_jsonl_atomic(tmp / "manifest.jsonl", rows)
-    progress.advance(f"round {task['round']} prompts generated", task["end"] - task["start"],
-                     len(read_json(Path(task["prompts_file"]))))
+    progress.advance(f"round {task['round']} prompts generated", task["end"] - task["start"], _round_prompts(task))
     return Command(goto=Send("judge", task))
 
 
@@ -239,8 +244,7 @@ def judge(task: BatchTask, ctx: LoopContext) -> dict:
         judgments = ctx.world.judge(rows, spec)
         pause_on_failures(judgments, ctx.config, f"round {task['round']} judge batch {task['batch']}")  # resume judges again
         write_jsonl_atomic(out, judgments)
-    progress.advance(f"round {task['round']} prompts judged", task["end"] - task["start"],
-                     len(read_json(Path(task["prompts_file"]))))
+    progress.advance(f"round {task['round']} prompts judged", task["end"] - task["start"], _round_prompts(task))
     return {"judged": [str(out)]}
 
 

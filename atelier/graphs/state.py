@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TypedDict
+from typing import Annotated, NotRequired, TypedDict
 
 from atelier.config import Config
 from atelier.strategies.base import Strategy
@@ -63,6 +63,7 @@ class BatchTask(TypedDict):
     start: int
     end: int
     adapter: str | None
+    n_prompts: NotRequired[int]  # the round's prompts, for the progress bars (absent in tasks checkpointed before it)
 
 
 @dataclass(frozen=True)
