@@ -14,7 +14,7 @@ import pytest
 
 from atelier.loop import graph_state
 from atelier.report import write_report
-from atelier.report.page import run_config
+from atelier.report.summary import run_config
 from report_helpers import tiny_run
 
 EVIL = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from atelier.config import GenerationConfig
+from atelier.config import Config, GenerationConfig
 from atelier.report.page import write_page
-from atelier.report.summary import format_share, guided_base_text, sampling_text, write_summary
+from atelier.report.summary import format_share, guided_base_text, run_config, sampling_text, write_summary
 
 __all__ = ["format_share", "guided_base_text", "sampling_text", "write_report"]
 
@@ -18,38 +18,30 @@ def write_report(run_dir: Path, state: dict, generation: GenerationConfig) -> Pa
     """Write report.json, report.md, heldout_grid.png and index.html (also as report.html) under
     run_dir/report from the graph `state`; returns index.html's path."""
     run_dir = Path(run_dir)
-    data = write_summary(run_dir, state, generation)
-    write_cards(run_dir, state, data)
-    _append_strategy_section(run_dir)
-    return write_page(run_dir, state, generation, data)
+    cfg = run_config(run_dir)  # once for every part below
+    data = write_summary(run_dir, state, generation, cfg, _strategy_sections(run_dir, cfg))
+    write_cards(run_dir, state, data, cfg)
+    return write_page(run_dir, state, generation, data, cfg)
 
 
-def _append_strategy_section(run_dir: Path) -> None:
-    """A strategy's own section at the end of report.md: the rewrite strategy's learned rule,
+def _strategy_sections(run_dir: Path, cfg: Config | None) -> list[str]:
+    """A strategy's own sections at the end of report.md: the rewrite strategy's learned rule,
     best guesses next to the users' prompts and the paired comparison with the raw prompts."""
-    from atelier.report.page import run_config
-
-    cfg = run_config(run_dir)
     if cfg is None or cfg.strategy != "rewrite":
-        return
-    from atelier.atomic import write_text_atomic
+        return []
     from atelier.rewriter.report import rewrite_section
 
-    report_md = run_dir / "report" / "report.md"
-    section = rewrite_section(run_dir, builtin_judge=cfg.agents.judge.backend == "builtin")
-    write_text_atomic(report_md, report_md.read_text().rstrip("\n") + "\n\n" + section + "\n")
+    return [rewrite_section(run_dir, builtin_judge=cfg.agents.judge.backend == "builtin")]
 
 
-def write_cards(run_dir: Path, state: dict, data: dict) -> list[Path]:
+def write_cards(run_dir: Path, state: dict, data: dict, cfg: Config | None) -> list[Path]:
     """A model card in every round's adapter folder that is on disk (a finished adapter)."""
     from atelier.graphs.nodes import image_seed
     from atelier.model_card import write_model_card
-    from atelier.report.page import run_config
     from atelier.report.summary import heldout_prompts
     from atelier.runs import in_run
     from atelier.tools.lora import ADAPTER_METADATA
 
-    cfg = run_config(run_dir)
     prompts = heldout_prompts(state)
     if cfg is None or not prompts:
         return []

@@ -24,7 +24,7 @@ from atelier.report.failures import node_times, run_failures
 from atelier.report.grids import comparison_rows
 from atelier.report.stories import round_stories
 from atelier.report.summary import (format_share, gain_text, guided_base_text, heldout_prompts, images_per_prompt,
-                                    rule_text, run_config, sampling_text, table_keys, table_rows)
+                                    rule_text, sampling_text, table_keys, table_rows)
 from atelier.runs import evaluation_dir, get_status, in_run, read_jsonl, round_dir
 from atelier.version import atelier_version
 
@@ -70,9 +70,9 @@ def _round_rows(data: dict, cfg: Config | None, run_dir: Path, per_round: dict[i
     return rows
 
 
-def write_page(run_dir: Path, state: dict, generation: GenerationConfig, data: dict) -> Path:
-    """Render report/index.html from the run folder and report.json's `data`; returns its path."""
-    cfg = run_config(run_dir)
+def write_page(run_dir: Path, state: dict, generation: GenerationConfig, data: dict, cfg: Config | None) -> Path:
+    """Render report/index.html from the run folder, report.json's `data` and the run's config
+    (None where it cannot be read); returns its path."""
     metric, base, best = data["metric"], data["base"], data["best"]["metrics"]
     prompts = heldout_prompts(state)
     base_eval = evaluation_dir(run_dir, None)

@@ -193,8 +193,10 @@ def table_rows(data: dict, generation: GenerationConfig, keys: list[str]) -> lis
     return rows
 
 
-def write_summary(run_dir: Path, state: dict, generation: GenerationConfig) -> dict:
-    """report.json, report.md and heldout_grid.png; returns report.json's data."""
+def write_summary(run_dir: Path, state: dict, generation: GenerationConfig, cfg: Config | None,
+                  sections: list[str] = ()) -> dict:
+    """report.json, report.md (ending with `sections`, markdown) and heldout_grid.png; returns
+    report.json's data. `cfg`: the run's config (run_config), None where it cannot be read."""
     out = run_dir / "report"
     data = report_data(run_dir, state, generation)
     write_json_atomic(out / "report.json", data)
@@ -217,11 +219,12 @@ def write_summary(run_dir: Path, state: dict, generation: GenerationConfig) -> d
         f"**Target metric:** `{metric}` on {len(prompts)} held-out prompts: base {format_share(base[metric])} -> best "
         f"{format_share(best[metric])} (gain {gain_text(data)}).{scale_text}\n\n**Stopped:** {data['stop_reason']}\n\n"
         f"Values are held-out metrics with Wilson 95% intervals.{gate_text}\n\n" + header + "\n".join(lines) + "\n\n"
-        f"**Promotion rule:** {rule_text(run_config(run_dir), metric)}\n\n{decisions}\n"
+        f"**Promotion rule:** {rule_text(cfg, metric)}\n\n{decisions}\n"
         f"![held-out prompts, base (left) vs best (right); green frame: the judge says right on {metric}, red: wrong]"
         f"({grid.name})\n\nRows (first {shown} held-out prompts):\n\n"
         + "".join(f"{i + 1}. {p}\n" for i, p in enumerate(prompts[:shown]))
         + "\nThe full report with curves, per-sample stories and failures: index.html\n"
+        + "".join(f"\n{section.strip()}\n" for section in sections)
     )
     write_text_atomic(out / "report.md", md)
     return data
