@@ -12,6 +12,14 @@ from atelier.worlds.base import Progress, World, WorldPrompt
 
 
 class Strategy(Protocol):
+    """The methods every strategy has. Two optional hooks, looked up with getattr by the loop's
+    nodes (atelier.graphs.nodes), change what the generator is given, for a strategy whose
+    "adapter" is a prompt rewriter rather than a LoRA (rewrite):
+      - `rewrite_for_training(prompts, rewriter, record_file, seed) -> list[list[str]]`: generate
+        draws these rewrites of each training prompt, the generator frozen;
+      - `best_rewrites(prompts, rewriter, record_file) -> list[str]`: held-out evaluation of a
+        candidate draws its best guess of each prompt, judged against the user's prompt."""
+
     name: str
 
     def extra_nodes(self) -> Sequence[tuple[str, object]]:
